@@ -1,0 +1,1 @@
+"""hma_ros.model."""
