@@ -25,8 +25,7 @@ def share_dir() -> Path:
     if installed.is_dir():
         return installed
     raise FileNotFoundError(
-        f"cannot find hma_ros data: not a source checkout ({_SOURCE_ROOT}) and no "
-        f"{installed}; set HMA_ROS_SHARE"
+        f"cannot find hma_ros data: not a source checkout ({_SOURCE_ROOT}) and no {installed}; set HMA_ROS_SHARE"
     )
 
 
