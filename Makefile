@@ -21,6 +21,7 @@ venv: $(VENV)/.deps-stamp
 
 ## interfaces: build hma_ros_interfaces (msg/srv) into the venv with scikit-build-core
 $(VENV)/.interfaces-stamp: $(VENV)/.deps-stamp $(shell find hma_ros_interfaces -type f 2>/dev/null)
+	$(PIP) install -q --no-deps -r hma_ros_interfaces/build-requirements.txt
 	$(PIP) install -q --no-build-isolation --no-deps ./hma_ros_interfaces
 	touch $@
 interfaces: $(VENV)/.interfaces-stamp
