@@ -1,0 +1,56 @@
+"""Shared fixtures for the ROS tests: an isolated ROS graph per run, a fresh rclpy Context
+per test and an executor spun in a background thread."""
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+# Keep DDS discovery on this machine and away from other test runs (../shared/ROS_FROM_PYPI.md).
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(5, 95)))
+
+
+def _wait_for(predicate, timeout: float = 5.0, period: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return bool(predicate())
+
+
+@pytest.fixture
+def wait_for():
+    """``wait_for(predicate, timeout=5.0)``: poll until true; returns the predicate's last value."""
+    return _wait_for
+
+
+@pytest.fixture
+def ros_context():
+    """A fresh, initialised rclpy Context, shut down after the test."""
+    rclpy = pytest.importorskip("rclpy")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    if ctx.ok():
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture
+def spinning_executor(ros_context):
+    """A MultiThreadedExecutor on ``ros_context`` spinning in a thread; add nodes to it."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    executor = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield executor
+    nodes = list(executor.get_nodes())
+    executor.shutdown(timeout_sec=5.0)
+    thread.join(timeout=5.0)
+    for node in nodes:
+        node.destroy_node()
