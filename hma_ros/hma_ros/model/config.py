@@ -168,9 +168,7 @@ class HMAConfig:
     qk_norm: bool = True
 
     def __post_init__(self) -> None:
-        embs = tuple(
-            e if isinstance(e, EmbodimentSpec) else EmbodimentSpec.from_dict(e) for e in self.embodiments
-        )
+        embs = tuple(e if isinstance(e, EmbodimentSpec) else EmbodimentSpec.from_dict(e) for e in self.embodiments)
         object.__setattr__(self, "embodiments", embs)
         object.__setattr__(self, "vocab_factors", tuple(int(v) for v in self.vocab_factors))
         _check(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
