@@ -228,7 +228,11 @@ class Tokenizer(nn.Module):
         return self.decode(self.encode(frames))
 
     def _chunk_to_tensor(self, x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        if isinstance(x, np.ndarray):
+            # Copy read-only (memmap) or strided chunks: torch wants writable contiguous memory.
+            x = x if x.flags.writeable and x.flags.c_contiguous else np.array(x)
+            x = torch.from_numpy(x)
+        t = x
         return t.to(device=self.device, dtype=dtype)
 
     # ---- identity and persistence -------------------------------------------------------

@@ -50,7 +50,7 @@ class FSQ(nn.Module):
         super().__init__()
         self.levels = tuple(levels)
         L = torch.tensor(self.levels, dtype=torch.float32)
-        half_l = (L - 1) * (1 - eps) / 2
+        half_l = (L - 1) * (1 + eps) / 2  # (1 + eps) keeps atanh finite for L = 2
         offset = torch.where(L % 2 == 0, 0.5, 0.0)
         # Buffers are derived from the config, so they are not saved (persistent=False).
         self.register_buffer("half_l", half_l.view(1, -1, 1, 1), persistent=False)
