@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hma_ros.data.format import EmbodimentDataset
 from hma_ros.tokenizers import (
     JSON_NAME,
     WEIGHTS_NAME,
@@ -243,23 +244,21 @@ def test_load_missing_folder(tmp_path):
 
 
 def test_tokenize_folder_in_place(tmp_path):
-    folder = tmp_path / "franka"
-    folder.mkdir()
+    ds = EmbodimentDataset.create(tmp_path / "franka", "franka", action_dim=2, control_hz=4.0, image_size=(32, 32))
     x = synthetic_frames(10, size=32, seed=3)
-    x.tofile(folder / "frames.u8")
-    (folder / "metadata.json").write_text(json.dumps({"image_size": [32, 32], "embodiment": "franka"}))
-    for type_name, fname, dtype in [("fsq", "tokens.i32", np.int32), ("vae", "latents.f32", np.float32)]:
+    ds.append_episode(x[:6], np.zeros((6, 2), np.float32))
+    ds.append_episode(x[6:], np.zeros((4, 2), np.float32))
+    for type_name in ("fsq", "vae"):
         tok = tiny(type_name)
-        path = tokenize_folder(folder, tok, chunk=4)
-        meta = json.loads((folder / "metadata.json").read_text())
-        assert path.name == fname
-        assert meta["tokenizer"]["id"] == tok.tokenizer_id
-        assert meta["embodiment"] == "franka"  # the rest of the metadata is kept
-        shape = tuple(meta["tokenizer"]["shape"])
-        arr = np.fromfile(path, dtype=dtype).reshape(shape)
-        assert np.array_equal(arr, tok.encode(x).numpy().astype(dtype))
+        path = tokenize_folder(ds.folder, tok, chunk=4)
+        back = EmbodimentDataset.open(ds.folder)
+        tokens = back.tokens(tok.tokenizer_id)  # what WindowDataset reads
+        assert path == back.folder / back.tokenizers[tok.tokenizer_id]["file"]
+        assert back.tokenizers[tok.tokenizer_id]["kind"] == tok.kind
+        assert np.array_equal(tokens, tok.encode(x).numpy())
         mtime = path.stat().st_mtime_ns
-        tokenize_folder(folder, tok)  # same tokenizer again: skipped
+        tokenize_folder(ds.folder, tok)  # same tokenizer again: skipped
         assert path.stat().st_mtime_ns == mtime
+    assert len(EmbodimentDataset.open(ds.folder).tokenizers) == 2
     with pytest.raises(ValueError, match="expects"):
-        tokenize_folder(folder, build_tokenizer("pixels"))  # 64x64 tokenizer, 32x32 frames
+        tokenize_folder(ds.folder, build_tokenizer("pixels"))  # 64x64 tokenizer, 32x32 frames
