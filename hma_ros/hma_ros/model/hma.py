@@ -304,7 +304,7 @@ class HMABlock(nn.Module):
         return list(out[:, :, None].chunk(9, dim=-1))  # 9 x (B, T, 1, D)
 
     @staticmethod
-    def _apply(x, fn, shift, scale, gate):
+    def _sublayer(x, fn, shift, scale, gate):
         h = fn(x if shift is None else modulate(x, shift, scale))
         return h if gate is None else (1 + gate) * h
 
@@ -318,7 +318,7 @@ class HMABlock(nn.Module):
             out = self.spatial(rearrange(h, "b t s d -> (b t) s d"))[0]
             return rearrange(out, "(b t) s d -> b t s d", b=B)
 
-        x = x + self._apply(self.norm1(x), spatial, sh1, sc1, g1)  # (B, T, S, D)
+        x = x + self._sublayer(self.norm1(x), spatial, sh1, sc1, g1)  # (B, T, S, D)
         if self.cross is not None:
             mem = rearrange(act_mem, "b t k d -> (b t) k d")
             out = self.cross(rearrange(self.norm_cross(x), "b t s d -> (b t) s d"), mem)
@@ -332,8 +332,8 @@ class HMABlock(nn.Module):
             )
             return rearrange(out, "(b s) t d -> b t s d", b=B)
 
-        x = x + self._apply(self.norm2(x), temporal, sh2, sc2, g2)  # (B, T, S, D)
-        x = x + self._apply(self.norm3(x), self.mlp, sh3, sc3, g3)  # (B, T, S, D)
+        x = x + self._sublayer(self.norm2(x), temporal, sh2, sc2, g2)  # (B, T, S, D)
+        x = x + self._sublayer(self.norm3(x), self.mlp, sh3, sc3, g3)  # (B, T, S, D)
         k = rearrange(kv["k"], "(b s) h t d -> b s h t d", b=B)
         v = rearrange(kv["v"], "(b s) h t d -> b s h t d", b=B)
         return x, k, v
