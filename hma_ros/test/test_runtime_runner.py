@@ -1,0 +1,177 @@
+"""WorldModelRunner on tiny real checkpoints (random weights): loading, live context,
+prediction, rollouts, goal costs and the refusal of bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from hma_ros.model.checkpoint import save_checkpoint
+from hma_ros.model.config import EmbodimentSpec
+from hma_ros.model.hma import HMA
+from hma_ros.model.presets import make_config
+from hma_ros.runtime.runner import WorldModelRunner
+from hma_ros.tokenizers import FSQConfig, FSQTokenizer, PixelConfig, PixelTokenizer
+
+ARM = EmbodimentSpec("arm", action_dim=2, control_hz=4.0)  # stride 2 -> step action of 4
+OTHER = EmbodimentSpec("other", action_dim=3, control_hz=2.0)
+
+
+def tiny(variant: str):
+    torch.manual_seed(0)
+    if variant == "discrete":
+        tok = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(8, 8), low_res_blocks=0))
+        cfg = make_config("hma_tiny", [ARM, OTHER], vocab_factors=(8, 8))
+    else:
+        tok = PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4))
+        cfg = make_config("hma_tiny", [ARM, OTHER], variant="continuous", token_dim=48, diff_sample_steps=4)
+    model = HMA(cfg)
+    # Non-zero conditioning so actions matter (initialize_weights zeroes the modulation).
+    for p in model.parameters():
+        if p.abs().sum() == 0:
+            p.data.normal_(0, 0.02)
+    return model.eval(), tok
+
+
+@pytest.fixture(params=["discrete", "continuous"])
+def checkpoint(request, tmp_path):
+    model, tok = tiny(request.param)
+    folder = save_checkpoint(tmp_path / f"ckpt_{request.param}", model)
+    tok.save(folder / "tokenizer")
+    return folder
+
+
+def frames(n, size, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, *size, 3), dtype=np.uint8)
+
+
+def feed(runner, n, seed=0):
+    fr = frames(n, (48, 48), seed)  # any size: fitted to the model's resolution
+    acts = np.random.default_rng(seed + 1).normal(size=(n, runner.step_action_dim)).astype(np.float32)
+    for t in range(n):
+        runner.observe(fr[t], None if t == 0 else acts[t - 1], stamp=0.5 * t)
+    return fr, acts
+
+
+def test_load_predict_shapes_and_stamps(checkpoint):
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm", min_context=2)
+    assert r.model_id == checkpoint.name
+    assert not r.ready
+    feed(r, 3)
+    assert r.ready
+    assert r.num_context == 3
+    p = r.predict(3)
+    h, w = r.image_size
+    assert p.frames.shape == (3, h, w, 3)
+    assert p.frames.dtype == np.uint8
+    assert p.actions.shape == (3, 4)
+    assert np.isfinite(p.actions).all()
+    np.testing.assert_allclose(p.stamps, [1.5, 2.0, 2.5])
+
+
+def test_rollout_shapes_determinism_and_live_context_untouched(checkpoint):
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    feed(r, 3)
+    cache_before = r._cache
+    cand = np.random.default_rng(5).normal(size=(4, 3, 4)).astype(np.float32)
+    a = r.rollout(cand, seed=7)
+    b = r.rollout(cand, seed=7)
+    assert a.frames.shape == (4, 3, *r.image_size, 3)
+    assert a.actions.shape == (4, 3, 4)
+    assert a.costs is None
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert r._cache is cache_before
+    assert not np.array_equal(a.frames, r.rollout(cand, seed=8).frames)  # the seed matters
+    assert r.rollout(cand, seed=7, return_frames=False).frames is None
+
+
+def test_live_context_equals_explicit_context(checkpoint):
+    """Frames observed one at a time (incremental KV cache) = the same context given at once."""
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    fr, acts = feed(r, 4)
+    cand = np.random.default_rng(2).normal(size=(2, 2, 4)).astype(np.float32)
+    live = r.rollout(cand, seed=3)
+    explicit = r.rollout(cand, context=(fr, acts), seed=3)
+    np.testing.assert_array_equal(live.frames, explicit.frames)
+    np.testing.assert_allclose(live.actions, explicit.actions, atol=1e-5)
+
+
+def test_goal_cost_ranks_the_candidate_that_reaches_it(checkpoint):
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    feed(r, 2)
+    cand = np.random.default_rng(4).normal(scale=2.0, size=(5, 2, 4)).astype(np.float32)
+    ref = r.rollout(cand, seed=11)
+    goal = ref.frames[3, -1]  # what candidate 3 ends in
+    scored = r.rollout(cand, goal=goal, seed=11, return_frames=False)
+    assert scored.costs.shape == (5,)
+    assert scored.costs[3] == pytest.approx(0.0, abs=1e-12)
+    assert int(np.argmin(scored.costs)) == 3
+
+
+def test_context_slides_past_the_window(checkpoint):
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    window = r.model.config.max_frames - 1
+    feed(r, window + 4)
+    assert r.num_context == window
+    assert r.predict(2).frames.shape[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda r: r.observe(np.zeros((32, 32, 3), np.float32), None, 9.0), "uint8"),
+        (lambda r: r.observe(np.zeros((32, 32), np.uint8), None, 9.0), "uint8 RGB"),
+        (lambda r: r.observe(np.zeros((32, 32, 3), np.uint8), np.zeros(3), 9.0), r"\(\.\.\., 4\)"),
+        (lambda r: r.observe(np.zeros((32, 32, 3), np.uint8), np.full(4, np.nan), 9.0), "NaN"),
+        (lambda r: r.observe(np.zeros((32, 32, 3), np.uint8), np.zeros(4), 0.1), "not after"),
+        (lambda r: r.observe(np.zeros((32, 32, 3), np.uint8), np.zeros(4), float("nan")), "finite"),
+        (lambda r: r.predict(0), "horizon"),
+        (lambda r: r.rollout(np.zeros((0, 2, 4), np.float32)), "no candidate"),
+        (lambda r: r.rollout(np.zeros((2, 2, 5), np.float32)), r"\(\.\.\., 4\)"),
+        (lambda r: r.rollout(np.zeros((2, 4), np.float32)), "shape"),
+        (lambda r: r.rollout(np.full((1, 2, 4), np.inf, np.float32)), "NaN or inf"),
+        (lambda r: r.rollout(np.zeros((1, 2, 4), np.float32), goal=np.zeros((8, 8), np.uint8)), "goal"),
+        (lambda r: r.rollout(np.zeros((1, 2, 4), np.float32), context=(frames(2, (32, 32)), np.zeros((3, 4)))), "rows"),
+    ],
+)
+def test_bad_input_is_refused_and_context_survives(checkpoint, call, match):
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    feed(r, 3)
+    cache, n = r._cache, r.num_context
+    with pytest.raises(ValueError, match=match):
+        call(r)
+    assert r._cache is cache
+    assert r.num_context == n
+    assert r.predict(1).frames.shape[0] == 1
+
+
+def test_not_ready_refuses_predict_and_live_rollout(checkpoint):
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    with pytest.raises(ValueError, match="not ready"):
+        r.predict(1)
+    with pytest.raises(ValueError, match="no live context"):
+        r.rollout(np.zeros((1, 1, 4), np.float32))
+
+
+def test_loading_errors_name_the_problem(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="several embodiments"):
+        WorldModelRunner.from_checkpoint(checkpoint)
+    with pytest.raises(KeyError, match="unknown embodiment"):
+        WorldModelRunner.from_checkpoint(checkpoint, "franka")
+    with pytest.raises(ValueError, match="unknown backend"):
+        WorldModelRunner.from_checkpoint(checkpoint, "arm", backend="cuda")
+    with pytest.raises(ValueError, match="TensorRT"):
+        WorldModelRunner.from_checkpoint(checkpoint, "arm", backend="tensorrt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        WorldModelRunner.from_checkpoint(tmp_path / "nope", "arm")
+    import shutil
+
+    shutil.rmtree(checkpoint / "tokenizer")
+    with pytest.raises(FileNotFoundError, match="tokenizer"):
+        WorldModelRunner.from_checkpoint(checkpoint, "arm")
+
+
+def test_mismatched_tokenizer_is_refused():
+    model, _ = tiny("discrete")
+    wrong = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(4, 4), low_res_blocks=0))
+    with pytest.raises(ValueError, match="vocab_factors"):
+        WorldModelRunner(model, wrong, "arm")
