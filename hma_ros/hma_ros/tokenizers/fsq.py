@@ -124,7 +124,7 @@ class FSQConfig:
     """
 
     image_size: tuple[int, int] = (64, 64)
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: tuple[int, ...] = (32, 48, 96)
     levels: tuple[int, ...] = (8, 8, 8, 8)
     num_factors: int = 2
     low_res_blocks: int = 2

@@ -51,6 +51,8 @@ def synthetic_frames(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
     A stand-in for simulator frames in tests and smoke runs: flat regions and sharp edges
     at random places, so a tokenizer has to learn both colour and geometry.
     """
+    if n > 1000:  # bound peak memory (the masks below are (n, size, size))
+        return np.concatenate([synthetic_frames(min(1000, n - i), size, seed + i) for i in range(0, n, 1000)])
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     bg = rng.integers(0, 256, (n, 1, 1, 3))
