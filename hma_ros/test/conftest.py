@@ -30,6 +30,31 @@ def wait_for():
 
 
 @pytest.fixture
+def write_mcap():
+    """``write_mcap(path, [(topic, msg, t_seconds), ...])``: a rosbag2-style MCAP (CDR, log time = t)."""
+    pytest.importorskip("mcap")
+    from mcap.writer import Writer
+    from rclpy.serialization import serialize_message
+
+    def write(path, messages):
+        with open(path, "wb") as f:
+            w = Writer(f)
+            w.start(profile="ros2", library="hma_ros tests")
+            channels = {}
+            for topic, msg, t in messages:
+                if topic not in channels:
+                    module = type(msg).__module__.split(".")[0]
+                    schema = w.register_schema(f"{module}/msg/{type(msg).__name__}", "ros2msg", b"")
+                    channels[topic] = w.register_channel(topic, "cdr", schema)
+                ns = int(round(t * 1e9))
+                w.add_message(channels[topic], log_time=ns, data=serialize_message(msg), publish_time=ns)
+            w.finish()
+        return path
+
+    return write
+
+
+@pytest.fixture
 def ros_context():
     """A fresh, initialised rclpy Context, shut down after the test."""
     rclpy = pytest.importorskip("rclpy")

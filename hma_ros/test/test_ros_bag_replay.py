@@ -8,10 +8,8 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mcap")
 
-from mcap.writer import Writer  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from hma_ros.nodes.bag_replay import BagReplay, bag_topics, message_class  # noqa: E402
@@ -22,34 +20,22 @@ PERIOD = 0.05  # 20 Hz commands, camera every other one (10 Hz)
 N = 20
 
 
-def write_recording(path):
-    """A small rosbag2-style MCAP: camera images and JointState commands with log times."""
-    with open(path, "wb") as f:
-        w = Writer(f)
-        w.start(profile="ros2", library="hma_ros tests")
-        ids = {}
-        for topic, type_name in (
-            ("/camera/image_raw", "sensor_msgs/msg/Image"),
-            ("/joint_command", "sensor_msgs/msg/JointState"),
-        ):
-            schema = w.register_schema(name=type_name, encoding="ros2msg", data=b"")
-            ids[topic] = w.register_channel(topic=topic, message_encoding="cdr", schema_id=schema)
-        for i in range(N):
-            t = T0 + i * PERIOD
-            ns = int(round(t * 1e9))
-            cmd = JointState(name=["j1", "j2"], position=[float(i), -float(i)])
-            cmd.header.stamp = sec_to_stamp(t)
-            w.add_message(ids["/joint_command"], log_time=ns, data=serialize_message(cmd), publish_time=ns)
-            if i % 2 == 0:
-                img = numpy_to_image(np.full((4, 6, 3), i, np.uint8), stamp=sec_to_stamp(t))
-                w.add_message(ids["/camera/image_raw"], log_time=ns, data=serialize_message(img), publish_time=ns)
-        w.finish()
-    return path
+def recording_messages():
+    """Camera images at 10 Hz and JointState commands at 20 Hz, stamped like a recording."""
+    out = []
+    for i in range(N):
+        t = T0 + i * PERIOD
+        cmd = JointState(name=["j1", "j2"], position=[float(i), -float(i)])
+        cmd.header.stamp = sec_to_stamp(t)
+        out.append(("/joint_command", cmd, t))
+        if i % 2 == 0:
+            out.append(("/camera/image_raw", numpy_to_image(np.full((4, 6, 3), i, np.uint8), stamp=sec_to_stamp(t)), t))
+    return out
 
 
 @pytest.fixture
-def recording(tmp_path):
-    return write_recording(tmp_path / "rec.mcap")
+def recording(tmp_path, write_mcap):
+    return write_mcap(tmp_path / "rec.mcap", recording_messages())
 
 
 def test_bag_topics_and_types(recording):

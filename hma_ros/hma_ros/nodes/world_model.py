@@ -563,10 +563,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        try:
-            node.trigger_shutdown()  # releases the model; a no-op error if already finalized
-        except Exception as e:  # noqa: BLE001 - best effort on the way out
-            node.get_logger().debug(f"shutdown transition: {e}")
+        # On SIGINT rclpy shuts the context down and runs the shutdown transition itself.
+        if rclpy.ok():
+            node.trigger_shutdown()
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
