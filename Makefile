@@ -39,6 +39,10 @@ install: $(VENV)/.install-stamp
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## demo: replay the bundled franka recording into the world model (no robot, no GPU)
+demo: install
+	$(PY) -m hma_ros.nodes.demo --robot franka --seconds 20 --out out/demo.json
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

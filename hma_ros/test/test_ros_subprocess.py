@@ -6,6 +6,7 @@ hma_ros.runtime.runner exists.
 """
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -141,3 +142,31 @@ def test_missing_checkpoint_exits_with_a_clear_line(tmp_path):
     assert proc.returncode == 1, out
     assert f"configure failed: checkpoint folder {tmp_path / 'nope'} does not exist" in out
     assert "Traceback" not in out
+
+
+def test_demo_entry_point(monkeypatch, write_mcap, tmp_path):
+    """`make demo`'s module end to end, in-process, with the stand-in runner."""
+    import test_ros_world_model
+
+    from hma_ros.nodes import demo, world_model
+
+    monkeypatch.setattr(world_model, "load_runner", test_ros_world_model.stand_in_loader)
+    bag = write_mcap(tmp_path / "franka.mcap", franka_recording())
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    out = tmp_path / "demo.json"
+    code = demo.main(["--bag", str(bag), "--checkpoint", str(ckpt), "--seconds", "3", "--out", str(out)])
+    summary = json.loads(out.read_text())
+    assert code == 0, summary
+    assert summary["predictions"] >= 2
+    assert summary["rollout"]["success"]
+    assert summary["rollout"]["frames"] == 4 * 4
+
+
+def test_demo_fails_cleanly_without_a_model(tmp_path):
+    from hma_ros.nodes import demo
+
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--checkpoint", str(tmp_path / "none"), "--seconds", "0"])
+    assert exit_info.value.code == 1

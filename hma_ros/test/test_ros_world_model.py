@@ -43,6 +43,7 @@ class StandInRunner:
         self.robot = robot
         self.observed = []
         self.model_id = "stand_in"
+        self.resets = 0
 
     @classmethod
     def from_checkpoint(cls, folder, robot, backend="torch"):
@@ -79,6 +80,7 @@ class StandInRunner:
 
     def reset(self):
         self.observed.clear()
+        self.resets += 1
 
 
 def stand_in_loader(checkpoint, robot, backend):
@@ -316,3 +318,16 @@ def test_bad_inputs_are_refused_and_node_keeps_serving(active, wait_for):
     assert resp.success
     assert len(resp.frames) == 0
     assert len(resp.costs) == 0
+
+
+def test_time_jump_back_starts_a_new_context(active, wait_for):
+    """A looped recording: stamps jump back, the node resets the runner instead of mixing timelines."""
+    node, driver = active
+    drive(driver, 1.6)
+    assert wait_for(lambda: len(driver.got["frames"]) >= 1, timeout=3.0)
+    first = len(driver.got["frames"])
+    drive(driver, 1.6)  # same stamps again
+    assert wait_for(lambda: node.runner.resets == 1 and len(driver.got["frames"]) > first, timeout=3.0)
+    assert node.time_resets == 1
+    assert node.counters.actions_refused == 0  # no "older than the last one" refusals
+    assert node.runner.observed[0][1] is None  # the new context starts without a step action

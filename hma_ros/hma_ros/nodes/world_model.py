@@ -52,6 +52,7 @@ from hma_ros_interfaces.srv import Rollout
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STEP_PERIOD = 1.0 / MODEL_HZ
+TIME_JUMP = 1.0  # s: an input stamp this far behind the newest one restarts the context
 
 
 def load_runner(checkpoint: Path, robot: RobotConfig, backend: str) -> Any:
@@ -132,6 +133,9 @@ class WorldModelNode(LifecycleNode):
         self._last_frame_wall = 0.0
         self._last_used_stamp: float | None = None
         self._size_warned = False
+        self._newest_stamp: float | None = None
+        self._runner_needs_reset = False
+        self.time_resets = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -258,6 +262,7 @@ class WorldModelNode(LifecycleNode):
             )
         stamp = self._stamp_or_now(msg.header.stamp)
         with self._lock:
+            self._detect_time_jump(stamp)
             self._assembler.add_frame(frame, stamp)
             self._last_frame, self._last_frame_stamp = frame, stamp
             self._last_frame_wall = time.monotonic()
@@ -267,11 +272,27 @@ class WorldModelNode(LifecycleNode):
             action = joint_positions(msg, self.robot.action.names)
             stamp = self._stamp_or_now(msg.header.stamp)
             with self._lock:
+                self._detect_time_jump(stamp)
                 self._assembler.add_action(action, stamp)  # ValueError: stale stamp (counted)
         except ValueError as e:  # ConversionError too
             with self._lock:
                 self.counters.actions_refused += 1
             self.get_logger().warning(f"action refused: {e}", throttle_duration_sec=5.0)
+
+    def _detect_time_jump(self, stamp: float) -> None:
+        """Under ``_lock``: a stamp far behind the newest one (a looped recording, a restarted
+        sim clock) starts a new context instead of mixing two timelines."""
+        if self._newest_stamp is not None and stamp < self._newest_stamp - TIME_JUMP:
+            self.get_logger().info(
+                f"input time jumped back {self._newest_stamp - stamp:.1f} s (recording looped or clock reset): "
+                "starting a new context"
+            )
+            self._assembler.reset()
+            self._last_frame_stamp = self._last_used_stamp = None
+            self._runner_needs_reset = True  # the tick resets the runner under _model_lock
+            self._newest_stamp = None
+            self.time_resets += 1
+        self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
 
     def _model_size(self) -> tuple[int, int]:
         size = getattr(self.runner, "image_size", None)
@@ -291,13 +312,17 @@ class WorldModelNode(LifecycleNode):
             if step is None:  # no action history covering the interval yet
                 return
             self._last_used_stamp = stamp
+            reset, self._runner_needs_reset = self._runner_needs_reset, False
         if not self._model_lock.acquire(blocking=False):
             with self._lock:
                 self.counters.ticks_model_busy += 1
+                self._runner_needs_reset |= reset
             return
         try:
             if self.runner is None:
                 return
+            if reset:
+                self.runner.reset()
             t0 = time.perf_counter()
             self.runner.observe(step.frame, step.action_before, step.stamp)
             if not self.runner.ready:
@@ -536,6 +561,7 @@ class WorldModelNode(LifecycleNode):
             "latency_max_ms": f"{np.max(lat) * 1e3:.1f}" if lat else "",
             "camera_frame_age_s": f"{frame_age:.2f}" if frame_age is not None else "",
             "action_buffer_fill": f"{fill:.2f}",
+            "context_resets": self.time_resets,
             **{k: v for k, v in stats.items()},
             **vars(c),
         }
