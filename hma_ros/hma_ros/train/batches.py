@@ -10,19 +10,24 @@ Every batch is a pure function of ``(seed, step)`` and the process's rank, so
   DistributedSampler equivalent for a with-replacement mixture. The global batch does not
   depend on the number of processes.
 
-Embodiments are drawn with probability ``n_e ** temperature / sum`` (paper: ``n^(1/3)``).
+Embodiments are drawn with probability ``n_e ** temperature / sum`` (paper: ``n^(1/3)``,
+``hma_ros.data.windows.temperature_weights``); windows are collated by the data layer's
+``MixtureCollate``. Why not its ``MixtureSampler``: that one is an epoch stream whose ranks
+take every ``world_size``-th batch, so a resume must replay it and ranks train different
+embodiments in one step; the plan here is addressable by step.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+from hma_ros.data.windows import temperature_weights
 
 
 class WindowSource(Protocol):
@@ -37,48 +42,6 @@ def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from parts (stable across processes and Python runs, unlike ``hash``)."""
     h = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
-
-
-def mixture_weights(sizes: Sequence[int], temperature: float) -> np.ndarray:
-    """Sampling probabilities ``n ** temperature`` normalised (paper: temperature 1/3)."""
-    n = np.asarray(sizes, dtype=np.float64)
-    if (n <= 0).any():
-        raise ValueError(f"every embodiment needs at least one training window, got sizes {list(sizes)}")
-    w = n**temperature
-    return w / w.sum()
-
-
-_IMAGE_KEYS = ("frames", "tokens", "latents")
-
-
-def collate(items: Sequence[Mapping[str, Any]], embodiment_index: Mapping[str, int]) -> dict[str, Any]:
-    """Stack window dicts into a model batch.
-
-    Actions are zero-padded to the widest ``step_action_dim`` in the batch; ``embodiment``
-    becomes a ``(B,)`` LongTensor of indices into the model config's embodiments.
-    """
-    key = next((k for k in _IMAGE_KEYS if k in items[0]), None)
-    if key is None:
-        raise KeyError(f"a window needs one of {_IMAGE_KEYS}, got keys {sorted(items[0])}")
-    images = torch.from_numpy(np.stack([np.asarray(it[key]) for it in items]))
-    if key == "tokens":
-        images = images.long()
-    elif key == "latents":
-        images = images.float()
-    acts = [np.asarray(it["actions"], dtype=np.float32) for it in items]
-    width = max(a.shape[-1] for a in acts)
-    actions = torch.zeros(len(acts), acts[0].shape[0], width)
-    for i, a in enumerate(acts):
-        actions[i, :, : a.shape[-1]] = torch.from_numpy(a)
-    names = [it["embodiment"] for it in items]
-    unknown = sorted(set(names) - set(embodiment_index))
-    if unknown:
-        raise KeyError(f"windows of embodiments {unknown} that the model does not know: {sorted(embodiment_index)}")
-    return {
-        key: images,
-        "actions": actions,
-        "embodiment": torch.tensor([embodiment_index[n] for n in names], dtype=torch.long),
-    }
 
 
 @dataclass(frozen=True)
@@ -107,7 +70,10 @@ class BatchPlanner:
             raise ValueError(f"data.batch_size={batch_size} must be divisible by the {world_size} processes")
         self.names = sorted(sizes)  # sorted: independent of config order
         self.sizes = [int(sizes[n]) for n in self.names]
-        self.probs = mixture_weights(self.sizes, temperature)
+        if min(self.sizes) <= 0:
+            empty = [n for n, k in zip(self.names, self.sizes, strict=True) if k <= 0]
+            raise ValueError(f"no training windows for {empty}")
+        self.probs = temperature_weights(self.sizes, temperature)
         self.settings = sorted(settings)
         s = np.asarray([settings[k] for k in self.settings], dtype=np.float64)
         self.setting_probs = s / s.sum()
@@ -136,18 +102,18 @@ class StepBatches(IterableDataset):
         self,
         planner: BatchPlanner,
         sources: Mapping[str, WindowSource],
-        embodiment_index: Mapping[str, int],
+        collate: Callable[[list[Mapping[str, Any]]], dict[str, Any]],
         start: int,
         stop: int,
     ) -> None:
         super().__init__()
-        self.planner, self.sources, self.embodiment_index = planner, sources, embodiment_index
+        self.planner, self.sources, self.collate = planner, sources, collate
         self.start, self.stop = start, stop
 
     def batch(self, step: int) -> dict[str, Any]:
         plan = self.planner.plan(step)
         src = self.sources[plan.embodiment]
-        out = collate([src[i] for i in plan.indices], self.embodiment_index)
+        out = self.collate([src[i] for i in plan.indices])
         out["setting"] = plan.setting
         out["step"] = step
         return out

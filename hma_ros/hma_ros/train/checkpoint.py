@@ -165,14 +165,19 @@ def save_training_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_info: dict[str, Any],
     keep_last: int | None = None,
+    model_extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``step_XXXXXXXX/`` atomically (staging folder + rename) and prune old ones."""
+    """Write ``step_XXXXXXXX/`` atomically (staging folder + rename) and prune old ones.
+
+    ``model_extra`` goes to the model checkpoint's ``extra.json`` (what a user of the model
+    alone needs: the tokenizer, the step).
+    """
     save_checkpoint, _ = _model_checkpoint_io()
     final = step_folder(out_dir, step)
     staging = checkpoint_dir(out_dir) / f"{_STAGING}{final.name}-{os.getpid()}"
     checkpoint_dir(out_dir).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
-    save_checkpoint(staging, model)
+    save_checkpoint(staging, model, extra=model_extra)
     tensors, opt_meta = optimizer_to_tensors(model, optimizer)
     save_file(tensors, str(staging / STATE_NAME), metadata={"format_version": str(FORMAT_VERSION)})
     info = {"format_version": FORMAT_VERSION, "step": step, "optimizer": opt_meta, **trainer_info}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hma_ros.train.batches import WindowSource, collate, derive_seed
+from hma_ros.train.batches import WindowSource, derive_seed
 from hma_ros.train.config import ConfigError, EvalConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class EvalContext:
 
 
 def eval_batches(
-    sources: Mapping[str, WindowSource], embodiment_index: Mapping[str, int], cfg: EvalConfig, seed: int
+    sources: Mapping[str, WindowSource], collate: Callable[[list], dict[str, Any]], cfg: EvalConfig, seed: int
 ) -> dict[str, list[dict[str, Any]]]:
     """``cfg.batches`` batches of ``cfg.batch_size`` windows per embodiment, fixed by ``seed``."""
     out = {}
@@ -49,7 +49,7 @@ def eval_batches(
         want = cfg.batches * cfg.batch_size
         idx = rng.choice(n, size=want, replace=n < want)
         out[name] = [
-            collate([src[int(i)] for i in idx[b * cfg.batch_size : (b + 1) * cfg.batch_size]], embodiment_index)
+            collate([src[int(i)] for i in idx[b * cfg.batch_size : (b + 1) * cfg.batch_size]])
             for b in range(cfg.batches)
         ]
     return out
@@ -75,10 +75,12 @@ def held_out_loss(model: nn.Module, batches: Batches, ctx: EvalContext) -> dict[
 
 
 def one_step_psnr(model: nn.Module, batches: Batches, ctx: EvalContext) -> dict[str, float]:
-    """PSNR of the first predicted frame after ``num_prompt_frames`` true ones (2 unmask steps).
+    """PSNR of the frame predicted after ``num_prompt_frames`` true ones (MaskGIT/MAR, 2 steps).
 
-    The target is the true frame when the batch holds frames, else the tokenizer's decoding
-    of the true tokens (so the number measures the world model, not the tokenizer).
+    The context goes through the temporal KV cache (``append_frames``), the next frame is
+    decoded by ``predict_next`` with the true action. The target is the true frame when the
+    batch holds frames, else the tokenizer's decoding of the true tokens (so the number
+    measures the world model, not the tokenizer). Skipped without a tokenizer.
     """
     from hma_ros.tokenizers import psnr_uint8
 
@@ -90,18 +92,16 @@ def one_step_psnr(model: nn.Module, batches: Batches, ctx: EvalContext) -> dict[
         values = []
         for i, cpu_batch in enumerate(blist):
             b = ctx.prepare(dict(cpu_batch))
-            key = "tokens" if "tokens" in b else "latents"
-            torch.manual_seed(derive_seed(ctx.seed, "psnr", name, i))
-            pred, _ = model.generate(
-                b[key][:, :Tc],
-                b["actions"][:, :Tc],
-                b["actions"][:, Tc : Tc + 1],
-                b["embodiment"],
-                num_steps=2,
-            )  # (B, 1, h, w[, C])
-            frames = ctx.tokenizer.decode(pred[:, 0])  # (B, H, W, 3) uint8
-            target = cpu_batch["frames"][:, Tc] if "frames" in cpu_batch else ctx.tokenizer.decode(b[key][:, Tc])
-            values.append(psnr_uint8(frames.cpu(), torch.as_tensor(target).cpu()))
+            x = b["tokens"] if "tokens" in b else b["latents"]  # (B, T, h, w[, C])
+            acts, emb = b["actions"], b["embodiment"]  # (B, T, A), (B,)
+            # prev[t]: the action that produced context frame t (frame 0: none).
+            prev = torch.cat([torch.full_like(acts[:, :1], float("nan")), acts[:, : Tc - 1]], dim=1)
+            cache = model.append_frames(model.init_cache(x.shape[0], x.device), x[:, :Tc], prev, emb)
+            gen = torch.Generator(device=x.device).manual_seed(derive_seed(ctx.seed, "psnr", name, i))
+            pred, _ = model.predict_next(cache, acts[:, Tc - 1], emb, num_steps=2, generator=gen)
+            frames = ctx.tokenizer.decode(pred).cpu()  # (B, H, W, 3) uint8
+            target = cpu_batch["frames"][:, Tc] if "frames" in cpu_batch else ctx.tokenizer.decode(x[:, Tc]).cpu()
+            values.append(psnr_uint8(frames, target))
         out[f"psnr/{name}"] = float(np.mean(values))
     if out:
         out["psnr"] = float(np.mean(list(out.values())))

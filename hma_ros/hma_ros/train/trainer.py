@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from hma_ros.data.windows import MixtureCollate
 from hma_ros.train import checkpoint as ckpt
 from hma_ros.train.batches import BatchPlanner, StepBatches, WindowSource, derive_seed
 from hma_ros.train.config import TrainConfig, save_train_config
@@ -83,7 +84,9 @@ class Trainer:
         missing = sorted(set(self.sources) - set(names))
         if missing:
             raise ValueError(f"training data for embodiments {missing} that the model does not know: {names}")
-        self.embodiment_index = {n: i for i, n in enumerate(names)}
+        # Pad actions to the widest embodiment of the model: constant shapes, and HMA's
+        # full/policy loss normalises the actions with every stem.
+        self.collate = MixtureCollate(model.config, pad_to_config=True)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.eval_hooks = dict(eval_hooks) if eval_hooks is not None else build_eval_hooks(config.eval.hooks)
         self.out_dir = Path(config.out_dir)
@@ -125,7 +128,7 @@ class Trainer:
         if self.dist.is_main:
             probs = dict(zip(planner.names, planner.probs.round(3).tolist(), strict=True))
             log.info("mixture weights (n^%.3f): %s", cfg.data.temperature, probs)
-        batches = StepBatches(planner, self.sources, self.embodiment_index, self.step, cfg.steps)
+        batches = StepBatches(planner, self.sources, self.collate, self.step, cfg.steps)
         if cfg.data.num_workers == 0:
             return batches
         return DataLoader(
@@ -253,14 +256,20 @@ class Trainer:
                 **self.run_info,
             }
             path = ckpt.save_training_checkpoint(
-                self.out_dir, self.step, self.model, self.optimizer, info, keep_last=self.config.checkpoint.keep_last
+                self.out_dir,
+                self.step,
+                self.model,
+                self.optimizer,
+                info,
+                keep_last=self.config.checkpoint.keep_last,
+                model_extra={"step": self.step, **self.run_info},
             )
         barrier(self.dist)
         return path
 
     def _make_eval(self) -> Callable[[], dict[str, float]]:
         cfg = self.config
-        fixed = eval_batches(self.eval_sources, self.embodiment_index, cfg.eval, seed=cfg.seed)
+        fixed = eval_batches(self.eval_sources, self.collate, cfg.eval, seed=cfg.seed)
         ctx = EvalContext(
             settings=tuple(cfg.settings_probs),
             tokenizer=self.tokenizer,
