@@ -1,0 +1,188 @@
+"""Per-frame generation benchmark of the HMA presets: latency, FLOPs, FLOP/s, parameters.
+
+    python -m hma_ros.model.benchmark --out out/benchmark_model.json [--quick] [--device cuda]
+
+Per preset and variant: milliseconds per generated frame at batch 1 and batch N candidates,
+M decoding steps, with the temporal KV cache (decode the frame after the cached context, then
+commit it: M + 1 one-frame passes) and without it (M passes over the whole window), for
+contexts of 4 and 11 frames ("4+1", "11+1"). Weights are random: speed does not depend on
+them. Targets checked: cached >= 5x faster than re-forward at 11+1; hma_small >= 20 frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import EmbodimentSpec
+from .hma import HMA
+from .presets import make_config
+
+EMBODIMENT = EmbodimentSpec("franka", 8, 20.0)  # 7 joints + gripper at 20 Hz: 80 numbers per step
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # noqa: T201 (a benchmark prints its table)
+
+
+def parameter_counts(model: HMA) -> dict[str, int]:
+    """Trunk (shared) vs one embodiment's own modules (stem, action head, modulations)."""
+    name = model.config.embodiments[0].name
+    own = (f"stems.{name}.", f"action_heads.{name}.", f"modulation.{name}.")
+    total = sum(p.numel() for p in model.parameters())
+    per_emb = sum(p.numel() for n, p in model.named_parameters() if any(s in n for s in own))
+    return {"total": total, "trunk": total - per_emb, "per_embodiment": per_emb}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def frame_fn(model: HMA, batch: int, context: int, cached: bool, num_steps: int, device: torch.device):
+    """A closure that generates one frame after ``context`` frames, the way a rollout does."""
+    c = model.config
+    A = EMBODIMENT.step_action_dim
+    g = torch.Generator(device=device).manual_seed(0)
+    if c.variant == "discrete":
+        ctx = torch.randint(0, c.vocab_size, (1, context, c.tokens_h, c.tokens_w), device=device, generator=g)
+    else:
+        ctx = torch.randn(1, context, c.tokens_h, c.tokens_w, c.token_dim, device=device, generator=g)
+    ctx_actions = torch.randn(1, context, A, device=device, generator=g)
+    action = torch.randn(batch, A, device=device, generator=g)
+    if cached:
+        cache = model.append_frames(model.init_cache(1, device), ctx, ctx_actions, 0).expand(batch)
+
+        def run():
+            frame, _ = model.predict_next(cache, action, 0, num_steps=num_steps, generator=g)
+            model.append_frames(cache, frame[:, None], action[:, None], 0)  # commit: part of a rollout
+
+    else:
+        future = torch.zeros(batch, 0, A, device=device)
+        acts = torch.cat([ctx_actions[:, :-1], action[:1, None]], dim=1)
+
+        def run():
+            model.generate(ctx, acts, future, 0, num_steps=num_steps, generator=g, use_cache=False)
+
+    return run
+
+
+def measure(run, device: torch.device, reps: int, warmup: int) -> tuple[float, float]:
+    """Median seconds per call, and FLOPs of one call."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            run()
+        times = []
+        for _ in range(reps):
+            _sync(device)
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        with FlopCounterMode(display=False) as counter:
+            run()
+    return statistics.median(times), float(counter.get_total_flops())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("out/benchmark_model.json"))
+    ap.add_argument("--presets", default="hma_small,hma_base")
+    ap.add_argument("--variants", default="discrete,continuous")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the robot budget: 2 cores)")
+    ap.add_argument("--candidates", type=int, default=8, help="N candidate action sequences")
+    ap.add_argument("--num-steps", type=int, default=2, help="decoding steps M per frame")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="few repetitions; large presets at batch 1 only")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows, params = [], {}
+    for preset in args.presets.split(","):
+        big = preset == "hma_base" and device.type == "cpu"
+        for variant in args.variants.split(","):
+            torch.manual_seed(0)
+            model = HMA(make_config(preset, [EMBODIMENT], variant=variant)).to(device).eval()
+            params[f"{preset}/{variant}"] = parameter_counts(model)
+            batches = (1,) if (args.quick and big) else (1, args.candidates)
+            reps = 1 if big else (3 if args.quick else args.reps)
+            for batch in batches:
+                for context in (4, model.config.max_frames - 1):
+                    for cached in (True, False):
+                        run = frame_fn(model, batch, context, cached, args.num_steps, device)
+                        sec, flops = measure(run, device, reps, warmup=0 if big else 2)
+                        row = {
+                            "preset": preset,
+                            "variant": variant,
+                            "batch": batch,
+                            "context": f"{context}+1",
+                            "kv_cache": cached,
+                            "num_steps": args.num_steps,
+                            "ms_per_frame": 1e3 * sec,
+                            "frames_per_s": batch / sec,
+                            "gflops_per_frame": flops / 1e9 / batch,
+                            "achieved_gflop_per_s": flops / 1e9 / sec,
+                        }
+                        rows.append(row)
+                        _say(
+                            f"{preset:10s} {variant:10s} N={batch:<3d} ctx {row['context']:5s} "
+                            f"cache={'yes' if cached else 'no ':3s} {row['ms_per_frame']:10.2f} ms/frame "
+                            f"{row['frames_per_s']:8.2f} frames/s {row['gflops_per_frame']:8.3f} GFLOP/frame "
+                            f"{row['achieved_gflop_per_s']:7.1f} GFLOP/s"
+                        )
+
+    def find(preset, variant, batch, context, cached):
+        for r in rows:
+            key = (r["preset"], r["variant"], r["batch"], r["context"], r["kv_cache"])
+            if key == (preset, variant, batch, context, cached):
+                return r
+        return None
+
+    targets = {}
+    for key in params:
+        preset, variant = key.split("/")
+        ctx = f"{make_config(preset, [EMBODIMENT]).max_frames - 1}+1"
+        a, b = find(preset, variant, 1, ctx, True), find(preset, variant, 1, ctx, False)
+        if a and b:
+            speedup = b["ms_per_frame"] / a["ms_per_frame"]
+            targets[f"{key} cache speedup at {ctx} (>= 5x)"] = {"value": speedup, "ok": speedup >= 5}
+    small = find("hma_small", "discrete", 1, "11+1", True)
+    if small:
+        fps = small["frames_per_s"]
+        targets["hma_small/discrete frames/s, batch 1, cache, M=2 (>= 20)"] = {"value": fps, "ok": fps >= 20}
+    for name, p in params.items():
+        _say(
+            f"params {name:22s} total {p['total']:>11,d} trunk {p['trunk']:>11,d} "
+            f"per-embodiment {p['per_embodiment']:>10,d}"
+        )
+    for name, t in targets.items():
+        _say(f"target {name}: {t['value']:.2f} {'OK' if t['ok'] else 'MISSED'}")
+
+    result = {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "embodiment": EMBODIMENT.to_dict(),
+        "results": rows,
+        "params": params,
+        "targets": targets,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
