@@ -90,13 +90,17 @@ def rollout_once(robot: RobotConfig, client, last: np.ndarray | None, candidates
     request.candidate_actions = acts.reshape(-1).tolist()
     if not client.wait_for_service(timeout_sec=5.0):
         return {"success": False, "message": "/hma/rollout not available"}
-    future = client.call_async(request)
-    deadline = time.monotonic() + 60.0
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if not future.done():
-        return {"success": False, "message": "no answer within 60 s"}
-    r = future.result()
+    for _attempt in range(10):  # a looped recording restarts the live context: retry meanwhile
+        future = client.call_async(request)
+        deadline = time.monotonic() + 60.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not future.done():
+            return {"success": False, "message": "no answer within 60 s"}
+        r = future.result()
+        if r.success or "live context" not in r.message:
+            break
+        time.sleep(0.5)
     return {
         "success": r.success,
         "message": r.message,
