@@ -8,7 +8,7 @@ import yaml
 from hma_ros.paths import robot_config_path
 from hma_ros.runtime.robot_config import RobotConfigError, load_robot_config, parse_robot_config
 
-ROBOTS = {"franka": (20.0, 8), "ur5e": (10.0, 7), "iiwa": (20.0, 8), "pusht": (10.0, 2)}
+ROBOTS = {"franka": (20.0, 8), "ur5e": (10.0, 7), "iiwa": (20.0, 8), "kinova3": (40.0, 8), "pusht": (10.0, 2)}
 
 
 @pytest.mark.parametrize("robot", sorted(ROBOTS))
@@ -68,3 +68,14 @@ def test_load_by_path(tmp_path, franka_dict):
     p.write_text("robot: [unclosed")
     with pytest.raises(RobotConfigError, match="not valid YAML"):
         load_robot_config(p)
+
+
+@pytest.mark.parametrize("robot", sorted(ROBOTS))
+def test_configs_agree_with_the_simulated_embodiments(robot):
+    """Training data comes from hma_ros.sim: the robot config must describe the same actions."""
+    sim = pytest.importorskip("hma_ros.sim.embodiments")
+    emb = sim.get_embodiment(robot)
+    cfg = load_robot_config(robot)
+    assert cfg.embodiment == emb.name
+    assert cfg.control_hz == emb.control_hz
+    assert cfg.action.names == emb.action_names
