@@ -4,9 +4,11 @@
         --out hma_ros/models/tokenizer_fsq64 --steps 4000 [--batch 32] [--lr 1e-3] [--seed 0]
 
 ``--data`` is ``DIR[,DIR|FILE.npy...]`` (embodiment folders, dataset roots, or ``.npy``
-arrays of uint8 frames), or ``synthetic:N`` for N generated frames of coloured shapes. The
-last ``--holdout`` fraction of each source is held out; its PSNR (dB, through the real
-uint8 encode -> decode path) is logged every ``--eval-every`` steps.
+arrays of uint8 frames), or ``synthetic:N`` for N generated frames of coloured shapes. Every
+``1/--holdout``-th episode of a dataset (the tail of a ``.npy``) is held out; its PSNR (dB,
+through the real uint8 encode -> decode path, overall and per embodiment) is logged every
+``--eval-every`` steps, when the sources are also re-read (a dataset still being generated
+contributes its new episodes and embodiments).
 
 The output folder always holds a loadable tokenizer (``tokenizer.json`` +
 ``tokenizer.safetensors``) plus ``train_state.json`` / ``train_state.safetensors``
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 
 from hma_ros.tokenizers import TOKENIZERS, Tokenizer, build_tokenizer, load_tokenizer, psnr_uint8
 from hma_ros.tokenizers.base import atomic_write_bytes, atomic_write_json, frames_to_float
-from hma_ros.tokenizers.tokenize_data import frame_sources
+from hma_ros.tokenizers.tokenize_data import embodiment_folders
 
 log = logging.getLogger(__name__)
 
@@ -74,43 +76,100 @@ def synthetic_frames(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
 
 
 class FrameData:
-    """Training and held-out frames over several sources (memmaps stay on disk)."""
+    """Training and held-out frames over several sources (memmaps stay on disk).
+
+    Dataset folders hold out whole episodes (every ``round(1 / holdout)``-th, so the split
+    is stable while a generator keeps appending); ``.npy`` sources hold out their tail.
+    :meth:`refresh` re-reads the sources, picking up appended episodes and new embodiments.
+    """
 
     def __init__(self, spec: str, holdout: float, seed: int) -> None:
-        if spec.startswith("synthetic:"):
-            sources = [("synthetic", synthetic_frames(int(spec.split(":", 1)[1]), seed=seed + 12345))]
-        else:
-            sources = frame_sources(spec)
-        sizes = {tuple(a.shape[1:3]) for _, a in sources}
+        self.spec, self.holdout, self.seed = spec, holdout, seed
+        self.sizes: dict[str, int] = {}
+        self.refresh()
+
+    def _sources(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``[(name, frames, held-out mask per frame)]``."""
+        if self.spec.startswith("synthetic:"):
+            frames = synthetic_frames(int(self.spec.split(":", 1)[1]), seed=self.seed + 12345)
+            return [("synthetic", frames, _tail_mask(len(frames), self.holdout))]
+        from hma_ros.data.format import EmbodimentDataset
+
+        out = []
+        every = max(2, round(1 / self.holdout)) if self.holdout > 0 else 0
+        for item in filter(None, (s.strip() for s in self.spec.split(","))):
+            if item.endswith(".npy"):
+                frames = np.load(item, mmap_mode="r")
+                out.append((Path(item).stem, frames, _tail_mask(len(frames), self.holdout)))
+                continue
+            for folder in embodiment_folders(item):
+                ds = EmbodimentDataset.open(folder, check_values=False)
+                per_ep = np.asarray(ds.episode_lengths, np.int64) // ds.frame_every
+                ep = np.repeat(np.arange(len(per_ep)), per_ep)  # episode of every frame
+                held = (ep % every == every - 1) if every else np.zeros(len(ep), bool)
+                if every and not held.any() and len(per_ep) > 1:
+                    held = ep == len(per_ep) - 1
+                out.append((ds.spec.name, ds.frames, held))
+        if not out:
+            raise ValueError(f"no frames found in {self.spec!r}")
+        return out
+
+    def refresh(self) -> bool:
+        """Re-read the sources; returns True when the frames changed."""
+        sources = self._sources()
+        sizes = {tuple(a.shape[1:3]) for _, a, _ in sources}
         if len(sizes) != 1:
             raise ValueError(f"all sources must share one image size, got {sorted(sizes)}")
-        self.image_size: tuple[int, int] = sizes.pop()  # type: ignore[assignment]
-        self.train, self.held = [], []
-        for name, arr in sources:
-            n_held = max(1, int(round(len(arr) * holdout))) if len(arr) > 1 else 0
-            self.train.append(arr[: len(arr) - n_held])
-            if n_held:
-                self.held.append(arr[len(arr) - n_held :])
-            log.info("%s: %d frames (%d held out)", name, len(arr), n_held)
-        self.cum = np.cumsum([len(a) for a in self.train])
+        image_size = sizes.pop()
+        if self.sizes and image_size != self.image_size:
+            raise ValueError(f"image size changed from {self.image_size} to {image_size}")
+        self.image_size: tuple[int, int] = image_size  # type: ignore[assignment]
+        new_sizes = {name: len(a) for name, a, _ in sources}
+        changed = new_sizes != self.sizes
+        self.sizes = new_sizes
+        self.names = [name for name, _, _ in sources]
+        self.frames = [a for _, a, _ in sources]
+        self.train_idx = [np.flatnonzero(~h) for _, _, h in sources]
+        self.held_idx = [np.flatnonzero(h) for _, _, h in sources]
+        self.cum = np.cumsum([len(i) for i in self.train_idx])
         if self.cum[-1] == 0:
-            raise ValueError(f"no training frames in {spec!r}")
+            raise ValueError(f"no training frames in {self.spec!r}")
+        if changed:
+            for name, tr, he in zip(self.names, self.train_idx, self.held_idx, strict=True):
+                log.info("%s: %d training frames, %d held out", name, len(tr), len(he))
+        return changed
 
     def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Uniform over all training frames; uint8 ``(size, H, W, 3)``."""
-        idx = np.sort(rng.integers(0, self.cum[-1], size))
-        src = np.searchsorted(self.cum, idx, side="right")
+        pick = rng.integers(0, self.cum[-1], size)
+        src = np.searchsorted(self.cum, pick, side="right")
         parts = []
         for s in np.unique(src):
-            local = idx[src == s] - (self.cum[s - 1] if s else 0)
-            parts.append(np.asarray(self.train[s][local]))
+            local = np.sort(self.train_idx[s][pick[src == s] - (self.cum[s - 1] if s else 0)])
+            parts.append(np.asarray(self.frames[s][local]))
         return np.concatenate(parts)
 
-    def eval_frames(self, n: int) -> np.ndarray:
-        """Up to ``n`` held-out frames, evenly spaced within each source (fixed across runs)."""
-        held = self.held or [self.train[0][-1:]]
-        per = max(1, n // len(held))
-        return np.concatenate([np.asarray(a[np.linspace(0, len(a) - 1, min(per, len(a))).astype(int)]) for a in held])
+    def eval_frames(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``n`` held-out frames evenly spaced within each source, and their source index."""
+        per = max(1, n // len(self.frames))
+        frames, owner = [], []
+        for s, idx in enumerate(self.held_idx):
+            if len(idx) == 0:
+                continue
+            pick = idx[np.linspace(0, len(idx) - 1, min(per, len(idx))).astype(int)]
+            frames.append(np.asarray(self.frames[s][pick]))
+            owner.append(np.full(len(pick), s))
+        if not frames:  # nothing held out: fall back to training frames (and say so)
+            log.warning("no held-out frames: PSNR is measured on training frames")
+            return np.asarray(self.frames[0][: min(n, len(self.frames[0]))]), np.zeros(min(n, len(self.frames[0])), int)
+        return np.concatenate(frames), np.concatenate(owner)
+
+
+def _tail_mask(n: int, fraction: float) -> np.ndarray:
+    held = np.zeros(n, bool)
+    k = max(1, int(round(n * fraction))) if n > 1 and fraction > 0 else 0
+    held[n - k :] = True
+    return held
 
 
 # ---- optimiser state in safetensors (no pickle) ---------------------------------------------
@@ -146,11 +205,15 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def evaluate(tok: Tokenizer, frames: np.ndarray) -> dict[str, float]:
+def evaluate(tok: Tokenizer, frames: np.ndarray, owner: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Held-out PSNR overall (mean over frames) and per source, plus code usage (discrete)."""
     was_training = tok.training
     tok.eval()
     tokens = tok.encode(frames)
-    out = {"psnr": psnr_uint8(frames, tok.decode(tokens).cpu())}
+    recon = tok.decode(tokens).cpu().numpy()
+    out: dict[str, Any] = {"psnr": psnr_uint8(frames, recon), "eval_frames": len(frames)}
+    if len(names) > 1:
+        out["psnr_per_source"] = {names[s]: psnr_uint8(frames[owner == s], recon[owner == s]) for s in np.unique(owner)}
     if tok.kind == "discrete":
         out["code_usage"] = float(torch.unique(tokens).numel() / tok.vocab_size)
     tok.train(was_training)
@@ -180,7 +243,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = FrameData(args.data, args.holdout, args.seed)
-    eval_frames = data.eval_frames(args.eval_frames)
+    eval_set = data.eval_frames(args.eval_frames)
     overrides = json.loads(args.config) if args.config else {}
     lr = DEFAULT_LR[args.kind] if args.lr is None else args.lr
 
@@ -217,12 +280,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             optimizer_from_safetensors(opt, load_file(str(out / STATE_TENSORS)), state["optimizer"])
 
     def record(step: int, loss: float | None) -> None:
-        m = evaluate(tok, eval_frames)
+        nonlocal eval_set
+        if data.refresh():
+            eval_set = data.eval_frames(args.eval_frames)
+        m = evaluate(tok, *eval_set, data.names)
         state["history"].append({"step": step, "loss": loss, "time": time.time(), **m})
+        per = ", ".join(f"{k} {v:.2f}" for k, v in m.get("psnr_per_source", {}).items())
         log.info(
-            "step %d: held-out PSNR %.2f dB%s",
+            "step %d: held-out PSNR %.2f dB on %d frames%s%s",
             step,
             m["psnr"],
+            m["eval_frames"],
+            f" ({per})" if per else "",
             f", code usage {m['code_usage']:.1%}" if "code_usage" in m else "",
         )
 
