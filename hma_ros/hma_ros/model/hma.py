@@ -201,6 +201,18 @@ class ActionStem(nn.Module):
         return self.mlp(self.normalize(a))
 
 
+class RMSNorm(nn.Module):
+    """RMS norm from plain ops (``nn.RMSNorm`` has no ONNX symbolic below opset 23)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with optional QK RMS-norm and rotary positions."""
 
@@ -210,8 +222,8 @@ class Attention(nn.Module):
         head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.q_norm = nn.RMSNorm(head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(head_dim) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
         self.dropout = dropout
 
     def forward(
@@ -857,3 +869,28 @@ class HMA(nn.Module):
         acts = torch.stack(actions, dim=1)  # (N, H, max_step_dim)
         acts = F.pad(acts, (0, max(0, A - acts.shape[-1])))[..., :A]
         return Generation(frames=out, actions=acts)
+
+
+class FrameStep(nn.Module):
+    """The per-frame step for one fixed embodiment as a pure tensor module (for ONNX / TensorRT).
+
+    forward(inputs (B,S) ids | (B,S,C) latents, token_mask (B,S) bool, prev_action (B,A) raw
+    (NaN = unknown), cache_k, cache_v (L,B,S',H,P,hd), cache_valid (P,) bool) ->
+    (logits per vocabulary factor... | hidden (B,S,D), actions (B,max_step_dim) raw,
+    frame_k, frame_v (L,B,S',H,1,hd)). The caller commits a frame with ``KVCache.push``
+    (concatenate along P, keep the newest P; valid likewise). Decoding (MaskGIT / DDIM)
+    stays outside, in the runtime.
+    """
+
+    def __init__(self, model: HMA, embodiment: str | int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("emb", torch.tensor([model._embodiment_index(embodiment)]), persistent=False)
+
+    def forward(self, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid):
+        m = self.model
+        emb = self.emb.expand(inputs.shape[0])
+        h, readout, k, v = m.step(inputs, token_mask, prev_action, emb, KVCache(cache_k, cache_v, cache_valid))
+        actions = m._actions_out(readout[:, None], m._selection(emb), raw=True)[:, 0]
+        heads = tuple(m._token_logits(h)) if m.config.variant == "discrete" else (h,)
+        return (*heads, actions, k, v)
