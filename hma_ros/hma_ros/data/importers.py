@@ -291,3 +291,47 @@ def import_robomimic(
             ds.append_episode(fit_image(np.ascontiguousarray(frames), image_size), actions, {"source_demo": name})
     log.info("%s: imported %d demos -> %s", path, len(demos), ds.folder)
     return ds
+
+
+# ------------------------------------------------------------------------------------ CLI
+def main(argv: list[str] | None = None) -> None:
+    """``python -m hma_ros.data.importers {mcap,lerobot,robomimic} SOURCE... --out ROOT``"""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m hma_ros.data.importers", description="Import recordings.")
+    sub = p.add_subparsers(dest="kind", required=True)
+    m = sub.add_parser("mcap", help="rosbag2 MCAP recordings, one episode each")
+    m.add_argument("bags", nargs="+")
+    m.add_argument("--robot", required=True, help="robot name (config/robots/<robot>.yaml) or YAML path")
+    m.add_argument("--frame-every", type=int, default=None)
+    lr = sub.add_parser("lerobot", help="a local LeRobot v3 dataset folder")
+    lr.add_argument("root")
+    lr.add_argument("--embodiment", required=True)
+    lr.add_argument("--camera", default=None, help="video feature key; default: the first")
+    lr.add_argument("--action-key", default="action")
+    rm = sub.add_parser("robomimic", help="a robomimic-style HDF5 file")
+    rm.add_argument("file")
+    rm.add_argument("--embodiment", required=True)
+    rm.add_argument("--camera", default="agentview_image")
+    rm.add_argument("--control-hz", type=float, default=None)
+    rm.add_argument("--flip-vertical", action="store_true")
+    for sp in (m, lr, rm):
+        sp.add_argument("--out", required=True, help="dataset root; writes <out>/<embodiment>/")
+        sp.add_argument("--size", type=int, nargs=2, default=list(IMAGE_SIZE), metavar=("H", "W"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    size = tuple(args.size)
+    if args.kind == "mcap":
+        for bag in args.bags:
+            ds = import_mcap(bag, args.robot, args.out, size, args.frame_every)
+    elif args.kind == "lerobot":
+        ds = import_lerobot(args.root, args.out, args.embodiment, args.camera, args.action_key, size)
+    else:
+        ds = import_robomimic(
+            args.file, args.out, args.embodiment, args.camera, args.control_hz, size, args.flip_vertical
+        )
+    log.info("%r", ds)
+
+
+if __name__ == "__main__":
+    main()
