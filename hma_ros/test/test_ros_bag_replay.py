@@ -12,7 +12,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
-from hma_ros.nodes.bag_replay import BagReplay, bag_topics, message_class  # noqa: E402
+from hma_ros.data.rosbag import topics as bag_topics  # noqa: E402
+from hma_ros.nodes.bag_replay import BagReplay, message_class  # noqa: E402
 from hma_ros.nodes.convert import image_to_numpy, numpy_to_image, sec_to_stamp  # noqa: E402
 
 T0 = 1_700_000_000.0

@@ -340,7 +340,8 @@ BUNDLED = Path(__file__).resolve().parents[1] / "data" / "franka_demo.mcap"
 @pytest.mark.skipif(not BUNDLED.is_file(), reason="the bundled recording is not there")
 def test_bundled_recording_drives_the_world_model(ros_context, spinning_executor, stand_in, checkpoint, wait_for):
     """The shipped franka recording, replayed 4x fast, fills the node's inputs and yields predictions."""
-    from hma_ros.nodes.bag_replay import BagReplay, bag_topics
+    from hma_ros.data.rosbag import topics as bag_topics
+    from hma_ros.nodes.bag_replay import BagReplay
 
     counts = {topic: n for topic, (_, n) in bag_topics(BUNDLED).items()}
     node = make_node(ros_context, checkpoint=str(checkpoint))

@@ -1,10 +1,11 @@
 """Play a rosbag2 MCAP recording onto its topics with the original timing.
 
 A stand-in for ``ros2 bag play`` (ros2cli is not installable from PyPI) that the demo and the
-tests use to feed the world model node. Messages are published as the recorded CDR bytes,
-untouched (headers keep their recorded stamps), at the recorded log-time spacing divided by
-``rate``. With ``publish_clock`` it also publishes ``/clock`` from the recording's log time,
-like ``ros2 bag play --clock``, for nodes running with ``use_sim_time``.
+tests use to feed the world model node; reading is ``hma_ros.data.rosbag`` (an ``.mcap`` file
+or a rosbag2 folder). Messages are published as the recorded CDR bytes, untouched (headers
+keep their recorded stamps), at the recorded log-time spacing divided by ``rate``. With
+``publish_clock`` it also publishes ``/clock`` from the recording's log time, like
+``ros2 bag play --clock``, for nodes running with ``use_sim_time``.
 
     python -m hma_ros.nodes.bag_replay --ros-args -p bag:=path/to/recording.mcap -p loop:=true
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import rclpy
@@ -23,6 +23,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 
+from hma_ros.data.rosbag import iter_raw
+from hma_ros.data.rosbag import topics as bag_topics
 from hma_ros.paths import share_dir
 
 DEFAULT_BAG = "data/franka_demo.mcap"  # relative to the share dir
@@ -39,34 +41,6 @@ def message_class(type_name: str) -> type:
         return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
     except (ImportError, AttributeError) as e:
         raise ValueError(f"message type {type_name!r} is not installed here: {e}") from e
-
-
-def read_mcap(path: Path, topics: list[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
-    """Yield ``(topic, type_name, log_time_ns, cdr_bytes)`` in log-time order."""
-    from mcap.reader import make_reader  # only the replay needs the MCAP library
-
-    with open(path, "rb") as f:
-        reader = make_reader(f)
-        for schema, channel, message in reader.iter_messages(topics=topics or None, log_time_order=True):
-            if channel.message_encoding != "cdr" or schema is None:
-                continue
-            yield channel.topic, schema.name, message.log_time, message.data
-
-
-def bag_topics(path: Path) -> dict[str, tuple[str, int]]:
-    """``{topic: (type_name, message_count)}`` from the recording's summary."""
-    from mcap.reader import make_reader
-
-    with open(path, "rb") as f:
-        summary = make_reader(f).get_summary()
-    if summary is None:
-        raise ValueError(f"{path} has no MCAP summary section (was the recording closed?)")
-    counts = summary.statistics.channel_message_counts if summary.statistics else {}
-    out = {}
-    for cid, ch in summary.channels.items():
-        if ch.message_encoding == "cdr" and ch.schema_id in summary.schemas:
-            out[ch.topic] = (summary.schemas[ch.schema_id].name, counts.get(cid, 0))
-    return out
 
 
 class BagReplay(Node):
@@ -111,7 +85,7 @@ class BagReplay(Node):
         ).value
 
         self.path = self._resolve(bag)
-        info = bag_topics(self.path)  # raises ValueError with the reason
+        info = {t: v for t, v in bag_topics(self.path).items() if v[0]}  # CDR channels with a schema
         if self.topics:
             missing = sorted(set(self.topics) - set(info))
             if missing:
@@ -137,7 +111,7 @@ class BagReplay(Node):
     def _resolve(bag: str) -> Path:
         p = Path(bag).expanduser()
         for cand in (p, share_dir() / p) if not p.is_absolute() else (p,):
-            if cand.is_file():
+            if cand.exists():  # an .mcap file or a rosbag2 folder
                 return cand
         raise ValueError(f"recording {bag!r} not found (looked in the cwd and {share_dir()})")
 
@@ -148,7 +122,8 @@ class BagReplay(Node):
             first_ns = None
             t0 = time.monotonic()
             n = 0
-            for topic, _type, log_ns, data in read_mcap(self.path, list(self._topic_pubs)):
+            for raw in iter_raw(self.path, list(self._topic_pubs)):
+                topic, log_ns, data = raw.topic, raw.log_time_ns, raw.cdr
                 if first_ns is None:
                     first_ns = log_ns
                 offset = (log_ns - first_ns) * 1e-9 - self.start_offset
