@@ -116,7 +116,7 @@ def test_cached_step_equals_full_forward(variant):
     # Committing frame by frame equals committing all at once.
     one_by_one = model.init_cache(2)
     for t in range(4):
-        one_by_one = model.append_frames(one_by_one, x[:, t : t + 1], prev[:, t : t + 1], "pusher")
+        one_by_one = model.append_frame(one_by_one, x[:, t], prev[:, t], "pusher")
     torch.testing.assert_close(one_by_one.k, cache.k, atol=1e-5, rtol=1e-5)
 
 

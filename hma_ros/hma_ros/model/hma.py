@@ -700,6 +700,10 @@ class HMA(nn.Module):
         _, _, k, v = self._forward_frames(frames.flatten(2, 3), mask, actions_in, is_first, emb, cache)
         return cache.push(k, v)
 
+    def append_frame(self, cache: KVCache, frame, action_in, embodiment) -> KVCache:
+        """``append_frames`` for one frame (B,h,w[,C]); action_in (B,A) produced it (None = unknown)."""
+        return self.append_frames(cache, frame[:, None], None if action_in is None else action_in[:, None], embodiment)
+
     def _sample_frame(self, fn, batch_size: int, device, num_steps: int, temperature: float, order: str, generator):
         """Masked decoding of one frame in ``num_steps`` steps (MaskGIT / MAR).
 
