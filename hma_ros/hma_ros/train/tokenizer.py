@@ -131,8 +131,7 @@ class FrameData:
         self.frames = [a for _, a, _ in sources]
         self.train_idx = [np.flatnonzero(~h) for _, _, h in sources]
         self.held_idx = [np.flatnonzero(h) for _, _, h in sources]
-        self.cum = np.cumsum([len(i) for i in self.train_idx])
-        if self.cum[-1] == 0:
+        if sum(len(i) for i in self.train_idx) == 0:
             raise ValueError(f"no training frames in {self.spec!r}")
         if changed:
             for name, tr, he in zip(self.names, self.train_idx, self.held_idx, strict=True):
@@ -140,12 +139,14 @@ class FrameData:
         return changed
 
     def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """Uniform over all training frames; uint8 ``(size, H, W, 3)``."""
-        pick = rng.integers(0, self.cum[-1], size)
-        src = np.searchsorted(self.cum, pick, side="right")
+        """uint8 ``(size, H, W, 3)``: a source per frame with weight ~ n^(1/3) (as HMA's
+        mixture over embodiments, so a small or young dataset is not drowned), then uniform."""
+        n = np.array([len(i) for i in self.train_idx], np.float64)
+        w = np.cbrt(n)
+        src = rng.choice(len(n), size=size, p=w / w.sum())
         parts = []
         for s in np.unique(src):
-            local = np.sort(self.train_idx[s][pick[src == s] - (self.cum[s - 1] if s else 0)])
+            local = np.sort(self.train_idx[s][rng.integers(0, len(self.train_idx[s]), int((src == s).sum()))])
             parts.append(np.asarray(self.frames[s][local]))
         return np.concatenate(parts)
 
