@@ -41,7 +41,7 @@ test: install
 
 ## demo: replay the bundled franka recording into the world model (no robot, no GPU)
 demo: install
-	$(PY) -m hma_ros.nodes.demo --robot franka --seconds 20 --out out/demo.json
+	PYTHONSAFEPATH=1 $(PY) -m hma_ros.nodes.demo --robot franka --seconds 20 --out out/demo.json
 
 lint: venv
 	$(VENV)/bin/ruff check .

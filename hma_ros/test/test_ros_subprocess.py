@@ -59,8 +59,10 @@ def ros_args(**params):
 
 def start(args):
     # New session: SIGINT reaches the child even though this shell job ignores it.
+    # PYTHONSAFEPATH: the cwd (the repository root) must not shadow the hma_ros package (conftest.py).
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
     return subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=os.environ
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
     )
 
 
