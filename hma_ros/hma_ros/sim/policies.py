@@ -132,9 +132,24 @@ class PushTPolicy:
             block, goal = self.sim.block_pose()[:2], self.sim.goal_pose()[:2]
             d = goal - block
             d = d / max(np.linalg.norm(d), 1e-6)
-            behind = block - 70.0 * d
-            target = behind if np.linalg.norm(agent - behind) > 25.0 else block + 40.0 * d
+            behind = block - 95.0 * d
+            if np.linalg.norm(agent - behind) <= 35.0:
+                target = block + 40.0 * d  # in place: push through the block toward the goal
+            elif self._crosses_block(agent, behind, block):
+                # Go around the block, on the agent's side, instead of shoving it off course.
+                perp = np.array([-d[1], d[0]])
+                side = np.sign(perp @ (agent - block)) or 1.0
+                target = block + side * 120.0 * perp
+            else:
+                target = behind
         target = target + self.rng.normal(0.0, self.noise, 2)
         step = target - agent
         step *= min(1.0, self.max_step / max(np.linalg.norm(step), 1e-6))
         return np.clip(agent + step, 0.0, 512.0)
+
+    @staticmethod
+    def _crosses_block(a: np.ndarray, b: np.ndarray, center: np.ndarray, radius: float = 50.0) -> bool:
+        """Does the segment a->b pass within ``radius`` px of the block's centre?"""
+        ab = b - a
+        t = np.clip((center - a) @ ab / max(ab @ ab, 1e-6), 0.0, 1.0)
+        return bool(np.linalg.norm(a + t * ab - center) < radius)
