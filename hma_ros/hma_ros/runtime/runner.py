@@ -29,6 +29,7 @@ import torch
 from hma_ros.model.checkpoint import load_model
 from hma_ros.model.config import MODEL_HZ, EmbodimentSpec
 from hma_ros.model.hma import HMA, KVCache
+from hma_ros.runtime.backends import BACKENDS, Backend, TorchBackend, create_backend, import_tensorrt
 from hma_ros.runtime.image import fit_image
 from hma_ros.tokenizers import Tokenizer, load_tokenizer
 
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Subfolder of a checkpoint that holds the tokenizer the model was trained on.
 TOKENIZER_SUBDIR = "tokenizer"
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STEP_PERIOD = 1.0 / MODEL_HZ
 
 
@@ -88,6 +88,7 @@ class WorldModelRunner:
         num_steps, temperature, order: decoding defaults (MaskGIT: M=2 suffices).
         seed: seed of the sampler used by ``predict`` (reproducible live predictions).
         model_id: identifier published with predictions.
+        backend: what runs the model (``runtime/backends.py``); default the model itself in torch.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class WorldModelRunner:
         order: str = "random",
         seed: int = 0,
         model_id: str = "",
+        backend: Backend | None = None,
     ) -> None:
         check_compatible(model, tokenizer)
         self.model = model.eval()
@@ -112,7 +114,10 @@ class WorldModelRunner:
         self.min_context = int(min_context)
         self.num_steps, self.temperature, self.order = int(num_steps), float(temperature), order
         self.model_id = model_id
-        self.device = next(model.parameters()).device
+        self.backend = backend if backend is not None else TorchBackend(model, embodiment)
+        if self.backend.embodiment != self.spec.name:
+            raise ValueError(f"backend serves {self.backend.embodiment!r}, the runner is for {self.spec.name!r}")
+        self.device = self.backend.device
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(int(seed))
         self.reset()
@@ -120,21 +125,26 @@ class WorldModelRunner:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_checkpoint(
-        cls, folder: str | Path, robot: Any = None, backend: str = "torch", **kwargs: Any
+        cls,
+        folder: str | Path,
+        robot: Any = None,
+        backend: str = "torch",
+        backend_options: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> WorldModelRunner:
         """Load ``folder`` (``config.json`` + ``model.safetensors`` + ``tokenizer/``).
 
         ``robot``: a ``RobotConfig`` (its embodiment, action dim and rate are checked against
         the model), an embodiment name, or None for a single-embodiment model.
+        ``backend``: one of ``BACKENDS``; "onnxruntime" and "tensorrt" run the checkpoint's ONNX
+        export (exported once into a cache if it does not ship one), ``backend_options`` go to
+        ``runtime.backends.create_backend`` (e.g. ``cache_dir``, ``threads``, ``fp16``).
         """
         folder = Path(folder)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-        if backend != "torch":
-            raise ValueError(
-                f"backend {backend!r} is not available in this build: only 'torch' runs models here "
-                f"(TensorRT cannot be installed on these machines; the ONNX Runtime backend is planned)"
-            )
+        if backend == "tensorrt":
+            import_tensorrt()  # a clear error before any loading or exporting
         if not folder.is_dir():
             raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
         model = load_model(folder)
@@ -162,8 +172,9 @@ class WorldModelRunner:
                     f"model's {embodiment!r} has {spec.action_dim} at {spec.control_hz:g} Hz"
                 )
         kwargs.setdefault("model_id", folder.name)
-        log.info("loaded %s (%s, embodiment %s)", folder, model.config.variant, embodiment)
-        return cls(model, tokenizer, embodiment, **kwargs)
+        impl = create_backend(backend, model, embodiment, folder, **(backend_options or {}))
+        log.info("loaded %s (%s, embodiment %s) on %s", folder, model.config.variant, embodiment, impl.name)
+        return cls(model, tokenizer.to(impl.device), embodiment, backend=impl, **kwargs)
 
     # -- properties -----------------------------------------------------------------------
     @property
@@ -208,11 +219,10 @@ class WorldModelRunner:
             self.reset()
             action_before = torch.full((self.step_action_dim,), float("nan"))
         tokens = self.tokenizer.encode(frame[None, None]).to(self.device)  # (1, 1, h, w[, C])
-        self._cache = self.model.append_frames(
-            self._cache if self._cache is not None else self.model.init_cache(1, self.device),
+        self._cache = self.backend.append_frames(
+            self._cache if self._cache is not None else self.backend.init_cache(1),
             tokens,
             action_before.reshape(1, 1, -1).to(self.device),
-            self.spec.name,
         )
         self._num_context = min(self._num_context + 1, self.model.config.max_frames - 1)
         self._last_stamp = float(stamp)
@@ -283,18 +293,16 @@ class WorldModelRunner:
     def _roll(self, cache: KVCache, actions: torch.Tensor, num_steps: int, generator: torch.Generator):
         """Frame-by-frame generation after ``cache`` for actions (N, H, A) (NaN = unknown):
         returns tokens (N, H, h, w[, C]) and the action head's read-outs (N, H, A)."""
-        model, name = self.model, self.spec.name
+        backend = self.backend
         N, H, A = actions.shape
         cache = cache.expand(N)
         frames, reads = [], []
         for t in range(H):
-            frame, read = model.predict_next(
-                cache, actions[:, t], name, num_steps, self.temperature, self.order, generator
-            )
+            frame, read = backend.predict_next(cache, actions[:, t], num_steps, self.temperature, self.order, generator)
             frames.append(frame)
             reads.append(read[:, :A])
             if t + 1 < H:
-                cache = model.append_frames(cache, frame[:, None], actions[:, t : t + 1], name)
+                cache = backend.append_frames(cache, frame[:, None], actions[:, t : t + 1])
         return torch.stack(frames, 1), torch.stack(reads, 1)
 
     def _context_cache(self, frames: np.ndarray, actions: np.ndarray) -> KVCache:
@@ -307,8 +315,7 @@ class WorldModelRunner:
         frames, acts = frames[-W:], acts[-W:]
         before = torch.cat([torch.full_like(acts[:1], float("nan")), acts[:-1]])  # action producing each frame
         tokens = self.tokenizer.encode(frames[None]).to(self.device)
-        cache = self.model.init_cache(1, self.device)
-        return self.model.append_frames(cache, tokens, before[None].to(self.device), self.spec.name)
+        return self.backend.append_frames(self.backend.init_cache(1), tokens, before[None].to(self.device))
 
     def _fit(self, img: Any, what: str, batched: bool = False) -> np.ndarray:
         img = np.asarray(img)
