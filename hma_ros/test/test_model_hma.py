@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hma_ros.model import ACTION_CONDITIONINGS, HMA, SETTINGS, EmbodimentSpec, make_config
-from hma_ros.model.hma import gumbel_sample, unmask_schedule
+from hma_ros.model.hma import gumbel_sample, patchify_latents, unmask_schedule, unpatchify_latents
 
 EMBS = (
     EmbodimentSpec("arm", 3, 6.0, action_mean=(0.5, -1.0, 2.0), action_std=(2.0, 0.5, 1.0)),  # stride 3, 9
@@ -262,3 +262,13 @@ def test_bad_generate_arguments_raise():
         model.generate(ctx, ca[:, :1], None, "arm")
     with pytest.raises(ValueError, match="discrete variant"):
         tiny("continuous").generate(frames("continuous", 1, 2), ca[:1], None, "arm", order="confidence")
+
+
+def test_patchify_round_trip_and_grouping():
+    lat = torch.randn(2, 3, 8, 8, 4)  # (B, T, H, W, c) VAE latents
+    tok = patchify_latents(lat, 2)
+    assert tok.shape == (2, 3, 4, 4, 16)
+    torch.testing.assert_close(tok[0, 0, 1, 2].reshape(2, 2, 4), lat[0, 0, 2:4, 4:6])  # one 2x2 patch
+    assert torch.equal(unpatchify_latents(tok, 2), lat)
+    with pytest.raises(ValueError, match="not divisible by patch 3"):
+        patchify_latents(lat, 3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -75,21 +76,26 @@ def frame_fn(model: HMA, batch: int, context: int, cached: bool, num_steps: int,
     return run
 
 
-def measure(run, device: torch.device, reps: int, warmup: int) -> tuple[float, float]:
-    """Median seconds per call, and FLOPs of one call."""
+def measure(run, device: torch.device, reps: int, warmup: int) -> tuple[float, float, float]:
+    """Median wall seconds per call, median process CPU seconds per call, FLOPs of one call.
+
+    CPU time is what the call cost this process: on a shared, oversubscribed machine it is
+    the better estimate of the uncontended latency at one thread (wall >= CPU there).
+    """
     with torch.no_grad():
         for _ in range(warmup):
             run()
-        times = []
+        times, cpu = [], []
         for _ in range(reps):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
             _sync(device)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         with FlopCounterMode(display=False) as counter:
             run()
-    return statistics.median(times), float(counter.get_total_flops())
+    return statistics.median(times), statistics.median(cpu), float(counter.get_total_flops())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for context in (4, model.config.max_frames - 1):
                     for cached in (True, False):
                         run = frame_fn(model, batch, context, cached, args.num_steps, device)
-                        sec, flops = measure(run, device, reps, warmup=0 if big else 2)
+                        sec, cpu_sec, flops = measure(run, device, reps, warmup=0 if big else 2)
                         row = {
                             "preset": preset,
                             "variant": variant,
@@ -130,13 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
                             "num_steps": args.num_steps,
                             "ms_per_frame": 1e3 * sec,
                             "frames_per_s": batch / sec,
+                            "cpu_ms_per_frame": 1e3 * cpu_sec,
                             "gflops_per_frame": flops / 1e9 / batch,
                             "achieved_gflop_per_s": flops / 1e9 / sec,
                         }
                         rows.append(row)
                         _say(
                             f"{preset:10s} {variant:10s} N={batch:<3d} ctx {row['context']:5s} "
-                            f"cache={'yes' if cached else 'no ':3s} {row['ms_per_frame']:10.2f} ms/frame "
+                            f"cache={'yes' if cached else 'no ':3s} {row['ms_per_frame']:9.2f} ms/frame "
+                            f"(cpu {row['cpu_ms_per_frame']:8.2f} ms) "
                             f"{row['frames_per_s']:8.2f} frames/s {row['gflops_per_frame']:8.3f} GFLOP/frame "
                             f"{row['achieved_gflop_per_s']:7.1f} GFLOP/s"
                         )
@@ -154,12 +162,17 @@ def main(argv: list[str] | None = None) -> dict:
         ctx = f"{make_config(preset, [EMBODIMENT]).max_frames - 1}+1"
         a, b = find(preset, variant, 1, ctx, True), find(preset, variant, 1, ctx, False)
         if a and b:
-            speedup = b["ms_per_frame"] / a["ms_per_frame"]
-            targets[f"{key} cache speedup at {ctx} (>= 5x)"] = {"value": speedup, "ok": speedup >= 5}
+            for clock in ("ms_per_frame", "cpu_ms_per_frame"):
+                speedup = b[clock] / a[clock]
+                targets[f"{key} cache speedup at {ctx} by {clock} (>= 5x)"] = {"value": speedup, "ok": speedup >= 5}
     small = find("hma_small", "discrete", 1, "11+1", True)
     if small:
-        fps = small["frames_per_s"]
-        targets["hma_small/discrete frames/s, batch 1, cache, M=2 (>= 20)"] = {"value": fps, "ok": fps >= 20}
+        for clock in ("ms_per_frame", "cpu_ms_per_frame"):
+            fps = 1e3 / small[clock]
+            targets[f"hma_small/discrete frames/s by {clock}, batch 1, cache, M=2 (>= 20)"] = {
+                "value": fps,
+                "ok": fps >= 20,
+            }
     for name, p in params.items():
         _say(
             f"params {name:22s} total {p['total']:>11,d} trunk {p['trunk']:>11,d} "
@@ -172,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "quick": args.quick,
         "embodiment": EMBODIMENT.to_dict(),

@@ -119,6 +119,18 @@ def unmask_schedule(num_tokens: int, num_steps: int) -> list[int]:
     return remaining
 
 
+def patchify_latents(latents: torch.Tensor, patch: int) -> torch.Tensor:
+    """VAE latents (..., H, W, c) -> continuous tokens (..., H/p, W/p, c*p*p) (paper: 8x VAE, patch 2)."""
+    if latents.shape[-3] % patch or latents.shape[-2] % patch:
+        raise ValueError(f"latent grid {tuple(latents.shape[-3:-1])} is not divisible by patch {patch}")
+    return rearrange(latents, "... (h p) (w q) c -> ... h w (p q c)", p=patch, q=patch)
+
+
+def unpatchify_latents(tokens: torch.Tensor, patch: int) -> torch.Tensor:
+    """Inverse of ``patchify_latents``: (..., h, w, c*p*p) -> (..., h*p, w*p, c)."""
+    return rearrange(tokens, "... h w (p q c) -> ... (h p) (w q) c", p=patch, q=patch)
+
+
 @dataclass
 class KVCache:
     """Temporal keys/values of committed frames, as plain tensors (exportable).
