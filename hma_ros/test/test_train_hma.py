@@ -241,3 +241,29 @@ def test_two_process_gloo_pretraining_keeps_ranks_in_sync(world, tmp_path):
         saved["blocks.0.spatial.qkv.weight"],
         load_model(ckpt.step_folder(out, 2)).state_dict()["blocks.0.spatial.qkv.weight"],
     )
+
+
+@pytest.mark.parametrize("name", ["pretrain_small", "posttrain_franka"])
+def test_shipped_training_configs_validate(name):
+    from hma_ros.model.presets import PRESETS
+    from hma_ros.paths import share_dir
+    from hma_ros.train.config import load_train_config
+
+    cfg = load_train_config(share_dir() / "config" / "train" / f"{name}.yaml")
+    assert cfg.model.preset in PRESETS
+    assert cfg.data.embodiments
+    if name == "pretrain_small":
+        assert len(cfg.data.embodiments) >= 3
+        assert "franka" not in cfg.data.embodiments  # franka is post-trained
+    else:
+        assert cfg.data.embodiments == ("franka",)
+
+
+def test_benchmark_reports_throughput():
+    from hma_ros.train import benchmark
+
+    (r,) = benchmark.main(
+        ["--preset", "hma_tiny", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--threads", "1"]
+    )
+    assert r["samples_per_s"] > 0
+    assert r["steps_per_s"] == pytest.approx(r["samples_per_s"] / 2)
