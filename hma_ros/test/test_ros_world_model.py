@@ -1,8 +1,9 @@
-"""The world_model lifecycle node, in-process, with a stand-in runner.
+"""The world_model lifecycle node, in-process.
 
-``StandInRunner`` exists ONLY here: it mimics the ``WorldModelRunner`` contract
-(``from_checkpoint``, ``observe``, ``ready``, ``predict``, ``rollout``, ``reset``) with trivial
-arithmetic, so the node's wiring, validation and lifecycle are tested without a model.
+Most tests use ``StandInRunner`` (test code only): it follows the ``WorldModelRunner`` contract
+(``from_checkpoint``, ``observe``, ``ready``, ``predict``, ``rollout``, ``reset``) with trivial,
+predictable arithmetic, so the node's wiring, validation and lifecycle are checked exactly and
+fast. ``test_real_runner_*`` runs the real runner on a tiny random checkpoint.
 """
 
 import json
@@ -36,7 +37,7 @@ A, STRIDE = FRANKA.action_dim, FRANKA.stride
 
 
 class StandInRunner:
-    """Test double for hma_ros.runtime.runner.WorldModelRunner (not yet written)."""
+    """Test double for hma_ros.runtime.runner.WorldModelRunner."""
 
     image_size = (16, 16)
 
@@ -361,3 +362,46 @@ def test_bundled_recording_drives_the_world_model(ros_context, spinning_executor
     assert node.counters.actions_refused == 0
     assert node.counters.frames_refused == 0
     assert node.counters.predictions >= 1
+
+
+@pytest.fixture
+def tiny_franka_checkpoint(tmp_path):
+    """A real checkpoint with random weights: hma_tiny, continuous, 16x16 pixel tokens."""
+    torch = pytest.importorskip("torch")
+    from hma_ros.model.checkpoint import save_checkpoint
+    from hma_ros.model.config import EmbodimentSpec
+    from hma_ros.model.hma import HMA
+    from hma_ros.model.presets import make_config
+    from hma_ros.tokenizers import PixelConfig, PixelTokenizer
+
+    torch.manual_seed(0)
+    spec = EmbodimentSpec("franka", action_dim=A, control_hz=FRANKA.control_hz, action_names=FRANKA.action.names)
+    cfg = make_config("hma_tiny", [spec], variant="continuous", token_dim=48, diff_sample_steps=4)
+    folder = save_checkpoint(tmp_path / "hma_tiny_franka", HMA(cfg).eval())
+    PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4)).save(folder / "tokenizer")
+    return folder
+
+
+def test_real_runner_predicts_and_serves_rollouts(ros_context, spinning_executor, tiny_franka_checkpoint, wait_for):
+    """The node on the real WorldModelRunner: live predictions and a rollout with a goal."""
+    node = make_node(ros_context, checkpoint=str(tiny_franka_checkpoint), horizon=2)
+    assert node.trigger_configure() == SUCCESS
+    assert node.trigger_activate() == SUCCESS
+    spinning_executor.add_node(node)
+    driver = Driver(ros_context, spinning_executor)
+    drive(driver, 2.0)
+    assert wait_for(lambda: len(driver.got["frames"]) >= 1, timeout=10.0), node.diagnostics()
+    msg = driver.got["frames"][-1]
+    assert (msg.model_id, msg.horizon, len(msg.frames)) == ("hma_tiny_franka", 2, 2)
+    assert (msg.frames[0].height, msg.frames[0].width) == (16, 16)
+    assert len(msg.actions) == 2 * STRIDE * A
+
+    req = Rollout.Request(num_candidates=3, horizon=2, action_dim=A, seed=1, return_frames=True)
+    req.candidate_actions = np.random.default_rng(0).normal(size=3 * 2 * STRIDE * A).astype(np.float32).tolist()
+    req.goal = numpy_to_image(np.full((40, 40, 3), 128, np.uint8))
+    resp = driver.call(req, timeout=30.0)
+    assert resp.success, resp.message
+    assert len(resp.frames) == 6
+    assert len(resp.costs) == 3
+    assert len(resp.predicted_actions) == 3 * 2 * STRIDE * A
+    assert node.counters.prediction_errors == 0
