@@ -10,7 +10,7 @@ from hma_ros.model.hma import FrameStep
 ort = pytest.importorskip("onnxruntime")
 
 EMBS = (EmbodimentSpec("arm", 3, 6.0), EmbodimentSpec("pusher", 2, 4.0))
-NAMES = ["inputs", "token_mask", "prev_action", "cache_k", "cache_v", "cache_valid"]
+NAMES = ["inputs", "token_mask", "prev_action", "cache_k", "cache_v", "cache_valid", "cache_pos"]
 
 
 @pytest.mark.parametrize("variant", ["discrete", "continuous"])
@@ -25,7 +25,7 @@ def test_frame_step_onnx_matches_torch(tmp_path, variant):
     cache = model.append_frames(model.init_cache(1), ctx, ctx_prev, "pusher")
     inputs = torch.randint(0, 64, (1, 16)) if variant == "discrete" else torch.randn(1, 16, 4)
     mask = torch.rand(1, 16) < 0.5
-    args = (inputs, mask, torch.randn(1, 9), cache.k, cache.v, cache.valid)
+    args = (inputs, mask, torch.randn(1, 9), cache.k, cache.v, cache.valid, cache.pos)
     step = FrameStep(model, "pusher").eval()
     with torch.no_grad():
         expected = step(*args)

@@ -42,11 +42,13 @@ def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.T
     """Rotary position embedding (Su et al. 2021) on the last axis. x (..., T, hd), pos (T,).
 
     Attention scores then depend only on position differences, so a sliding temporal
-    window can run past the training length without new position parameters.
+    window can run past the training length without new position parameters. Angles are
+    formed in float64 and wrapped to [0, 2 pi), so absolute frame indices of a long-running
+    cache (days at 2 Hz) keep full float32 precision.
     """
     half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (half,)
-    ang = pos.to(torch.float32)[:, None] * freqs[None]  # (T, half)
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)  # (half,)
+    ang = torch.remainder(pos.to(torch.float64)[:, None] * freqs[None], 2 * math.pi)  # (T, half)
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -66,9 +68,13 @@ def attention(
 
 
 def temporal_mask(valid: torch.Tensor, t: int) -> torch.Tensor:
-    """Who a new frame may attend to: valid cached frames and itself / earlier new frames. (T, P+T)."""
+    """Who a new frame may attend to: visible cached frames and itself / earlier new frames.
+
+    valid: (P,) cached slots every new frame sees, or (T, P) per new frame. Returns (T, P+T).
+    """
     causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
-    return torch.cat([valid[None].expand(t, -1), causal], dim=1)
+    past = valid if valid.dim() == 2 else valid[None].expand(t, -1)
+    return torch.cat([past, causal], dim=1)
 
 
 def factor_digits(ids: torch.Tensor, factors: tuple[int, ...]) -> list[torch.Tensor]:
@@ -135,15 +141,17 @@ def unpatchify_latents(tokens: torch.Tensor, patch: int) -> torch.Tensor:
 class KVCache:
     """Temporal keys/values of committed frames, as plain tensors (exportable).
 
-    ``k``/``v``: (L, B, S, H, P, hd), P = max_frames - 1 slots, newest last; keys are
-    stored before the rotary embedding, which is applied on read with slot positions, so
-    a slide keeps relative positions exact. ``valid``: (P,) bool, True for filled slots
-    (filled slots are always the newest, right-aligned).
+    ``k``/``v``: (L, B, S, H, P, hd), P = max_frames - 1 slots, newest last; keys carry the
+    rotary embedding of their absolute frame index, so a new frame costs one frame of
+    rotary work and a slide keeps relative positions exact. ``valid``: (P,) bool, True for
+    filled slots (always the newest, right-aligned). ``pos``: () long, the absolute index
+    of the next frame (frames committed so far).
     """
 
     k: torch.Tensor
     v: torch.Tensor
     valid: torch.Tensor
+    pos: torch.Tensor
 
     @property
     def batch_size(self) -> int:
@@ -160,7 +168,7 @@ class KVCache:
         if self.batch_size != 1:
             raise ValueError(f"can only expand a batch-1 cache, this one has batch {self.batch_size}")
         shape = (-1, batch_size, -1, -1, -1, -1)
-        return KVCache(self.k.expand(*shape), self.v.expand(*shape), self.valid)
+        return KVCache(self.k.expand(*shape), self.v.expand(*shape), self.valid, self.pos)
 
     def push(self, k_new: torch.Tensor, v_new: torch.Tensor) -> KVCache:
         """Append T new frames' keys/values (L, B, S, H, T, hd), dropping the oldest when full."""
@@ -168,7 +176,7 @@ class KVCache:
         k = torch.cat([self.k.expand(-1, k_new.shape[1], -1, -1, -1, -1), k_new], dim=-2)[..., -P:, :]
         v = torch.cat([self.v.expand(-1, v_new.shape[1], -1, -1, -1, -1), v_new], dim=-2)[..., -P:, :]
         ones = torch.ones(T, dtype=torch.bool, device=self.valid.device)
-        return KVCache(k, v, torch.cat([self.valid, ones])[-P:])
+        return KVCache(k, v, torch.cat([self.valid, ones])[-P:], self.pos + T)
 
 
 @dataclass
@@ -245,23 +253,27 @@ class Attention(nn.Module):
         past_k: torch.Tensor | None = None,
         past_v: torch.Tensor | None = None,
         past_valid: torch.Tensor | None = None,
+        past_pos: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (N, T, D). Spatial: bidirectional over T. Temporal: causal over [past, x] with
-        rotary positions. Returns (out (N,T,D), k, v (N,H,T,hd), keys before the rotary)."""
+        """x (N, T, D). Spatial: bidirectional over T. Temporal: causal over [past, x], rotary
+        positions ``past_pos + t`` (past keys already carry theirs). Returns (out (N,T,D), k, v
+        (N,H,T,hd)), k rotated: what a cache stores."""
         q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
         mask = None
         k_all, v_all = k, v
         if temporal:
+            pos = torch.arange(x.shape[1], device=x.device)  # (T,)
+            if past_pos is not None:
+                pos = pos + past_pos
+            q, k = rotary(q, pos), rotary(k, pos)
+            k_all = k
             if past_k is not None:
                 k_all = torch.cat([past_k, k], dim=2)  # (N, H, P+T, hd)
                 v_all = torch.cat([past_v, v], dim=2)
             else:
                 past_valid = torch.zeros(0, dtype=torch.bool, device=x.device)
-            P = past_valid.shape[0]
             mask = temporal_mask(past_valid, x.shape[1])  # (T, P+T)
-            pos = torch.arange(k_all.shape[2], device=x.device)
-            q, k_all = rotary(q, pos[P:]), rotary(k_all, pos)
         out = attention(q, k_all, v_all, mask, self.dropout if self.training else 0.0)
         return self.proj(rearrange(out, "n h t d -> n t (h d)")), k, v
 
@@ -332,7 +344,7 @@ class HMABlock(nn.Module):
         h = fn(x if shift is None else modulate(x, shift, scale))
         return h if gate is None else (1 + gate) * h
 
-    def forward(self, x, cond, sel, act_mem, past_k, past_v, past_valid):
+    def forward(self, x, cond, sel, act_mem, past_k, past_v, past_valid, past_pos):
         """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_* per layer or None.
         Returns x and this call's temporal k, v (B,S,H,T,hd)."""
         B = x.shape[0]
@@ -352,7 +364,7 @@ class HMABlock(nn.Module):
 
         def temporal(h):
             out, kv["k"], kv["v"] = self.temporal(
-                rearrange(h, "b t s d -> (b s) t d"), True, past_k, past_v, past_valid
+                rearrange(h, "b t s d -> (b s) t d"), True, past_k, past_v, past_valid, past_pos
             )
             return rearrange(out, "(b s) t d -> b t s d", b=B)
 
@@ -459,11 +471,14 @@ class HMA(nn.Module):
         x = torch.where(token_mask[..., None], self.mask_token, x)
         return x + self.spatial_pos  # (B, T, S, D)
 
-    def _forward_frames(self, inputs, token_mask, prev_actions, is_first, emb, past: KVCache | None = None):
+    def _forward_frames(
+        self, inputs, token_mask, prev_actions, is_first, emb, past: KVCache | None = None, past_visible=None
+    ):
         """The trunk on T frames, after ``past`` committed frames (or none).
 
         inputs (B,T,S[,C]); token_mask (B,T,S) bool; prev_actions (B,T,A) raw, NaN = unknown;
-        is_first (B,T) or (T,) bool; emb (B,) long. Returns hidden image tokens (B,T,S,D),
+        is_first (B,T) or (T,) bool; emb (B,) long; past_visible (T,P) bool overrides which
+        cached slots each frame sees (default: the valid ones). Returns hidden image tokens (B,T,S,D),
         action read-out (B,T,D), and this call's temporal keys/values (L,B,S,H,T,hd).
         """
         B, T = inputs.shape[:2]
@@ -483,8 +498,8 @@ class HMA(nn.Module):
             if past is not None:
                 pk = rearrange(past.k[i], "b s h p d -> (b s) h p d")
                 pv = rearrange(past.v[i], "b s h p d -> (b s) h p d")
-                pvalid = past.valid
-            x, k, v = block(x, cond, sel, act_mem, pk, pv, pvalid)
+                pvalid = past.valid if past_visible is None else past_visible
+            x, k, v = block(x, cond, sel, act_mem, pk, pv, pvalid, None if past is None else past.pos)
             ks.append(k)
             vs.append(v)
         x = self.final_norm(x)  # (B, T, S, D)
@@ -675,6 +690,7 @@ class HMA(nn.Module):
             torch.zeros(shape, device=device, dtype=dtype),
             torch.zeros(shape, device=device, dtype=dtype),
             torch.zeros(c.max_frames - 1, dtype=torch.bool, device=device),
+            torch.zeros((), dtype=torch.long, device=device),
         )
 
     def step(self, inputs, token_mask, prev_action, emb, cache: KVCache):
@@ -715,6 +731,72 @@ class HMA(nn.Module):
     def append_frame(self, cache: KVCache, frame, action_in, embodiment) -> KVCache:
         """``append_frames`` for one frame (B,h,w[,C]); action_in (B,A) produced it (None = unknown)."""
         return self.append_frames(cache, frame[:, None], None if action_in is None else action_in[:, None], embodiment)
+
+    def _fused_commit_fn(self, cache: KVCache, frame, action_in, action, emb, state: dict):
+        """Decoding function whose first call also commits ``frame`` (produced by ``action_in``).
+
+        The commit of frame t and the first decoding pass of frame t+1 run as one two-frame
+        causal pass: frame t's keys/values and frame t+1's outputs are exactly those of
+        ``append_frame`` followed by ``step``, for one pass instead of two. When the cache is
+        full, the new frame does not see the slot that the commit evicts (sliding window).
+        ``state["cache"]`` holds the cache after the commit.
+        """
+        state["cache"] = None
+        valid = cache.valid
+        evicted = valid.all() & (torch.arange(valid.shape[0], device=valid.device) == 0)
+        visible = torch.stack([valid, valid & ~evicted])  # (2, P)
+        inputs0 = frame.flatten(1, 2)  # (B, S[, C])
+
+        def fn(x, mask):
+            if state["cache"] is None:
+                h, readout, k, v = self._forward_frames(
+                    torch.stack([inputs0, x], dim=1),
+                    torch.stack([torch.zeros_like(mask), mask], dim=1),
+                    torch.stack([action_in, action], dim=1),
+                    torch.stack([~valid.any(), torch.zeros_like(valid[0])]),
+                    emb,
+                    cache,
+                    visible,
+                )
+                state["cache"] = cache.push(k[..., :1, :], v[..., :1, :])
+                return h[:, 1], readout[:, 1]
+            h, readout, _, _ = self.step(x, mask, action, emb, state["cache"])
+            return h, readout
+
+        return fn
+
+    @torch.no_grad()
+    def advance(
+        self,
+        cache: KVCache,
+        frame,
+        action_in,
+        action,
+        embodiment,
+        num_steps: int = 2,
+        temperature: float = 1.0,
+        order: str = "random",
+        generator: torch.Generator | None = None,
+    ) -> tuple[KVCache, torch.Tensor, torch.Tensor]:
+        """Commit ``frame`` (B,h,w[,C]), produced by ``action_in`` (B,A), and predict the frame
+        that ``action`` (B,A) produces after it: ``append_frame`` + ``predict_next`` fused into
+        ``num_steps`` trunk passes (instead of ``num_steps + 1``). NaN actions are unknown.
+
+        Returns (cache with ``frame`` committed, next frame (B,h,w[,C]), action read-out (B,max_step_dim)).
+        """
+        self._check_sampling(num_steps, temperature, order)
+        self._check_frames(frame, "frame", with_time=False)
+        B = frame.shape[0]
+        self._check_actions(action_in[:, None], "action_in", 1, allow_nan=True)
+        self._check_actions(action[:, None], "action", 1, allow_nan=True)
+        cache = cache.expand(B)
+        emb = self._embodiment_tensor(embodiment, B, frame.device)
+        state: dict = {}
+        fn = self._fused_commit_fn(cache, frame, action_in, action, emb, state)
+        nxt, readout = self._sample_frame(fn, B, frame.device, num_steps, temperature, order, generator)
+        c = self.config
+        actions = self._actions_out(readout[:, None], self._selection(emb), raw=True)[:, 0]
+        return state["cache"], nxt.reshape(B, c.tokens_h, c.tokens_w, *nxt.shape[2:]), actions
 
     def _sample_frame(self, fn, batch_size: int, device, num_steps: int, temperature: float, order: str, generator):
         """Masked decoding of one frame in ``num_steps`` steps (MaskGIT / MAR).
@@ -845,7 +927,7 @@ class HMA(nn.Module):
         steps = torch.cat([context_actions[:, -1:].expand(N, -1, -1), future_actions], dim=1)  # (N, H, A)
         emb = torch.full((N,), idx, dtype=torch.long, device=device)
 
-        frames, actions = [], []
+        frames, actions, state = [], [], {}
         if use_cache:
             cache = self.append_frames(self.init_cache(1, device), context, ctx_prev, idx).expand(N)
         else:
@@ -853,11 +935,14 @@ class HMA(nn.Module):
             hist_prev = ctx_prev.expand(N, -1, -1)
         for t in range(H):
             act = steps[:, t]  # (N, A): produces this frame
-            if use_cache:
+            if use_cache and t == 0:
 
                 def fn(x, mask, act=act, cache=cache):
                     h, readout, _, _ = self.step(x, mask, act, emb, cache)
                     return h, readout
+
+            elif use_cache:  # commit the previous frame inside the first decoding pass
+                fn = self._fused_commit_fn(cache, frames[-1], steps[:, t - 1], act, emb, state)
 
             else:
                 win, win_prev = hist[:, -W:], torch.cat([hist_prev, act[:, None]], 1)[:, -(W + 1) :]
@@ -871,17 +956,14 @@ class HMA(nn.Module):
                     return h[:, -1], readout[:, -1]
 
             frame, readout = self._sample_frame(fn, N, device, num_steps, temperature, order, generator)
-            frames.append(frame)
+            frames.append(frame.reshape(N, c.tokens_h, c.tokens_w, *frame.shape[2:]))
             actions.append(self._actions_out(readout[:, None], self._selection(emb), raw=True)[:, 0])
-            if use_cache and t + 1 < H:
-                cache = self.append_frames(
-                    cache, frame.reshape(N, 1, c.tokens_h, c.tokens_w, *frame.shape[2:]), act[:, None], idx
-                )
-            elif not use_cache:
-                hist = torch.cat([hist, frame[:, None]], dim=1)
+            if use_cache and t > 0:
+                cache = state["cache"]
+            if not use_cache:
+                hist = torch.cat([hist, frame[:, None]], dim=1)  # (N, T+1, S[, C])
                 hist_prev = torch.cat([hist_prev, act[:, None]], dim=1)
-        out = torch.stack(frames, dim=1)  # (N, H, S[, C])
-        out = out.reshape(N, H, c.tokens_h, c.tokens_w, *out.shape[3:])
+        out = torch.stack(frames, dim=1)  # (N, H, h, w[, C])
         acts = torch.stack(actions, dim=1)  # (N, H, max_step_dim)
         acts = F.pad(acts, (0, max(0, A - acts.shape[-1])))[..., :A]
         return Generation(frames=out, actions=acts)
@@ -891,10 +973,10 @@ class FrameStep(nn.Module):
     """The per-frame step for one fixed embodiment as a pure tensor module (for ONNX / TensorRT).
 
     forward(inputs (B,S) ids | (B,S,C) latents, token_mask (B,S) bool, prev_action (B,A) raw
-    (NaN = unknown), cache_k, cache_v (L,B,S',H,P,hd), cache_valid (P,) bool) ->
+    (NaN = unknown), cache_k, cache_v (L,B,S',H,P,hd), cache_valid (P,) bool, cache_pos () long) ->
     (logits per vocabulary factor... | hidden (B,S,D), actions (B,max_step_dim) raw,
     frame_k, frame_v (L,B,S',H,1,hd)). The caller commits a frame with ``KVCache.push``
-    (concatenate along P, keep the newest P; valid likewise). Decoding (MaskGIT / DDIM)
+    (concatenate along P, keep the newest P; valid likewise; pos + 1). Decoding (MaskGIT / DDIM)
     stays outside, in the runtime.
     """
 
@@ -903,10 +985,12 @@ class FrameStep(nn.Module):
         self.model = model
         self.register_buffer("emb", torch.tensor([model._embodiment_index(embodiment)]), persistent=False)
 
-    def forward(self, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid):
+    def forward(self, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid, cache_pos):
         m = self.model
         emb = self.emb.expand(inputs.shape[0])
-        h, readout, k, v = m.step(inputs, token_mask, prev_action, emb, KVCache(cache_k, cache_v, cache_valid))
+        h, readout, k, v = m.step(
+            inputs, token_mask, prev_action, emb, KVCache(cache_k, cache_v, cache_valid, cache_pos)
+        )
         actions = m._actions_out(readout[:, None], m._selection(emb), raw=True)[:, 0]
         heads = tuple(m._token_logits(h)) if m.config.variant == "discrete" else (h,)
         return (*heads, actions, k, v)
