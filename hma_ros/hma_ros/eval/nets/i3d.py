@@ -48,7 +48,9 @@ class Unit3D(nn.Module):
     """conv3d (SAME) -> batch norm (offset only, eps 1e-3, as Sonnet v1) -> ReLU; the logits
     layer has a bias and neither norm nor ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: Triple = (1, 1, 1), stride: Triple = (1, 1, 1), logits=False):
+    def __init__(
+        self, cin: int, cout: int, kernel: Triple = (1, 1, 1), stride: Triple = (1, 1, 1), logits: bool = False
+    ):
         super().__init__()
         self.kernel, self.stride, self.logits = kernel, stride, logits
         self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, bias=logits)
