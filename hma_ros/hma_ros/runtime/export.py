@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hma_ros.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model
@@ -368,7 +369,8 @@ def check_export(
             with torch.no_grad():
                 if name == "step":  # the full model's own step, with this embodiment's index
                     emb = torch.full((batch,), idx, dtype=torch.long)
-                    h, readout, k, v = model.step(*args[:3], emb, KVCache(*args[3:]))
+                    wide = F.pad(args[2], (0, model.max_step_dim - args[2].shape[-1]))  # the mixed-batch width
+                    h, readout, k, v = model.step(*args[:2], wide, emb, KVCache(*args[3:]))
                     acts = model._actions_out(readout[:, None], model._selection(emb), raw=True)[:, 0]
                     heads = model._token_logits(h) if model.config.variant == "discrete" else [h]
                     ref = [*heads, acts[:, : args[2].shape[-1]], k, v]

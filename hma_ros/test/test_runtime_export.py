@@ -1,0 +1,262 @@
+"""ONNX export of the per-frame step and the inference backends, on tiny random checkpoints:
+ONNX Runtime equals torch (graph outputs, caches, rollouts), the export CLI and its cache, and
+the TensorRT backend's error where TensorRT cannot run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hma_ros.model.checkpoint import load_model, save_checkpoint
+from hma_ros.model.config import EmbodimentSpec
+from hma_ros.model.hma import HMA, KVCache
+from hma_ros.model.presets import make_config
+from hma_ros.runtime import export as ex
+from hma_ros.runtime.backends import (
+    BackendUnavailableError,
+    CompiledTorchBackend,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    TorchBackend,
+    create_backend,
+)
+from hma_ros.runtime.runner import WorldModelRunner
+from hma_ros.tokenizers import FSQConfig, FSQTokenizer, PixelConfig, PixelTokenizer
+
+ort = pytest.importorskip("onnxruntime")
+
+ARM = EmbodimentSpec("arm", action_dim=2, control_hz=4.0, action_mean=(0.5, -1.0), action_std=(2.0, 0.5))
+OTHER = EmbodimentSpec("other", action_dim=3, control_hz=4.0)  # step 6 > arm's 4: the full model pads "arm"
+VARIANTS = ("discrete", "continuous")
+
+
+def tiny(variant: str):
+    torch.manual_seed(0)
+    if variant == "discrete":
+        tok = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(8, 8), low_res_blocks=0))
+        cfg = make_config("hma_tiny", [OTHER, ARM], vocab_factors=(8, 8))
+    else:
+        tok = PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4))
+        cfg = make_config("hma_tiny", [OTHER, ARM], variant="continuous", token_dim=48, diff_sample_steps=4)
+    model = HMA(cfg)
+    for p in model.parameters():  # non-zero conditioning and heads (initialize_weights zeroes them)
+        if p.abs().sum() == 0:
+            p.data.normal_(0, 0.02)
+    return model.eval(), tok
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def exported(request, tmp_path_factory):
+    """(checkpoint folder, model, export folder, metadata) for embodiment "arm"."""
+    model, tok = tiny(request.param)
+    root = tmp_path_factory.mktemp(request.param)
+    folder = save_checkpoint(root / "ckpt", model)
+    tok.save(folder / "tokenizer")
+    meta = ex.export(model, "arm", root / "export", checkpoint=folder)
+    return folder, model, root / "export", meta
+
+
+def session(folder, graph="step.onnx"):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(folder / graph), opts, providers=["CPUExecutionProvider"])
+
+
+def context(model, batch, frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    if c.variant == "discrete":
+        x = torch.randint(0, c.vocab_size, (batch, frames, c.tokens_h, c.tokens_w), generator=g)
+    else:
+        x = torch.randn(batch, frames, c.tokens_h, c.tokens_w, c.token_dim, generator=g)
+    acts = torch.randn(batch, frames, ARM.step_action_dim, generator=g)
+    acts[:, 0] = float("nan")
+    return x, acts
+
+
+@pytest.mark.parametrize("filled", [0, 2, 5])  # empty cache (first frame), partly filled, full
+def test_step_graph_equals_torch_step(exported, filled):
+    """step.onnx == the full (two-embodiment) model's HMA.step + heads, at two batch sizes,
+    with masked tokens and an unknown action in the batch."""
+    _, model, folder, meta = exported
+    sess = session(folder)
+    c, idx = model.config, model.config.embodiment_index("arm")
+    sig = meta["graphs"]["step"]
+    g = torch.Generator().manual_seed(filled)
+    for batch in (1, 4):
+        args = ex.random_inputs(sig, ex.single_embodiment(model, "arm"), batch, g)
+        args[-1] = torch.arange(c.max_frames - 1) >= c.max_frames - 1 - filled  # cache_valid
+        with torch.no_grad():
+            emb = torch.full((batch,), idx, dtype=torch.long)
+            wide = torch.nn.functional.pad(args[2], (0, model.max_step_dim - ARM.step_action_dim))
+            h, readout, k, v = model.step(*args[:2], wide, emb, KVCache(*args[3:]))
+            acts = model._actions_out(readout[:, None], model._selection(emb), raw=True)[:, 0, : ARM.step_action_dim]
+            heads = model._token_logits(h) if c.variant == "discrete" else [h]
+        got = sess.run(None, {io["name"]: a.numpy() for io, a in zip(sig["inputs"], args, strict=True)})
+        assert [tuple(o.shape) for o in got] == [tuple(r.shape) for r in [*heads, acts, k, v]]
+        for io, ref, out in zip(sig["outputs"], [*heads, acts, k, v], got, strict=True):
+            np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0, err_msg=io["name"])
+        if filled and batch > 1:  # positive control: a known action matters after the first frame
+            other = [a.clone() for a in args]
+            other[2] = other[2] + 1.0
+            moved = sess.run(None, {io["name"]: a.numpy() for io, a in zip(sig["inputs"], other, strict=True)})
+            assert np.abs(moved[0][1:] - got[0][1:]).max() > 1e-3
+            np.testing.assert_array_equal(moved[0][0], got[0][0])  # row 0's action is unknown (NaN)
+
+
+def test_check_export_and_diffusion_graph(exported):
+    _, model, folder, _ = exported
+    diffs = ex.check_export(folder, model, "arm")
+    assert diffs
+    assert max(diffs.values()) < 1e-4, diffs
+    assert ("diffusion.eps" in diffs) == (model.config.variant == "continuous")
+
+
+def test_graph_backend_commits_and_predicts_like_torch(exported):
+    """Same caches (multi-frame commit = frame-by-frame steps) and the same seeded choices."""
+    _, model, folder, _ = exported
+    torch_be = TorchBackend(model, "arm")
+    ort_be = OnnxRuntimeBackend(model, "arm", folder, threads=1)
+    frames, acts = context(model, 1, 3)
+    ref = torch_be.append_frames(torch_be.init_cache(), frames, acts)
+    got = ort_be.append_frames(ort_be.init_cache(), frames, acts)
+    torch.testing.assert_close(got.k, ref.k, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.v, ref.v, atol=1e-4, rtol=0)
+    assert torch.equal(got.valid, ref.valid)
+    action = torch.randn(5, ARM.step_action_dim)
+    action[1] = float("nan")
+    orders = ("random", "confidence") if model.config.variant == "discrete" else ("random",)
+    for order in orders:
+        f_ref, a_ref = torch_be.predict_next(ref, action, 2, 1.0, order, torch.Generator().manual_seed(3))
+        f_got, a_got = ort_be.predict_next(ref, action, 2, 1.0, order, torch.Generator().manual_seed(3))
+        assert f_got.shape == f_ref.shape
+        torch.testing.assert_close(a_got, a_ref[:, : ARM.step_action_dim], atol=1e-4, rtol=0)
+        if model.config.variant == "discrete":
+            assert torch.equal(f_got, f_ref)
+        else:  # DDIM with clipping amplifies 1e-6 trunk differences a little
+            torch.testing.assert_close(f_got, f_ref, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="step_action_dim"):
+        ort_be.predict_next(ref, torch.zeros(1, 3))
+
+
+def test_runner_on_onnxruntime_rolls_out_like_torch(exported, tmp_path):
+    folder, model, _, _ = exported
+    opts = {"cache_dir": tmp_path, "threads": 1}
+    runners = {
+        "torch": WorldModelRunner.from_checkpoint(folder, "arm"),
+        "onnxruntime": WorldModelRunner.from_checkpoint(folder, "arm", backend="onnxruntime", backend_options=opts),
+    }
+    assert isinstance(runners["onnxruntime"].backend, OnnxRuntimeBackend)
+    rng = np.random.default_rng(0)
+    fr = rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    acts = rng.normal(size=(3, 4)).astype(np.float32)
+    cand = rng.normal(size=(6, 4, 4)).astype(np.float32)
+    out = {}
+    for name, r in runners.items():
+        for t in range(3):
+            r.observe(fr[t], None if t == 0 else acts[t - 1], stamp=0.5 * t)
+        out[name] = (r.rollout(cand, seed=7), r.predict(3), r.rollout(cand, context=(fr, acts), seed=7))
+    for ref, got in zip(out["torch"], out["onnxruntime"], strict=True):
+        if model.config.variant == "discrete":
+            # Identical tokens for this seed. (ORT and torch logits differ by ~1e-7; a near-tie
+            # could flip one token in rare seeds: then agreement, not equality, is the contract.)
+            np.testing.assert_array_equal(got.frames, ref.frames)
+        else:  # pixel tokens: latents equal to ~1e-4, decoded to uint8 at most one level apart
+            assert np.abs(got.frames.astype(int) - ref.frames.astype(int)).max() <= 1
+        np.testing.assert_allclose(got.actions, ref.actions, atol=1e-3, rtol=1e-4)
+    # The export was made once into the cache dir, and is found again (not re-exported).
+    (made,) = list((tmp_path / "export").glob("*/arm-opset*"))
+    stamp = (made / ex.META_FILE).stat().st_mtime_ns
+    again = WorldModelRunner.from_checkpoint(folder, "arm", backend="onnxruntime", backend_options=opts)
+    assert again.backend.export_dir == made
+    assert (made / ex.META_FILE).stat().st_mtime_ns == stamp
+
+
+def test_compiled_torch_backend_agrees(exported):
+    _, model, _, _ = exported
+    if model.config.variant != "discrete":
+        pytest.skip("one variant is enough to check the compiled path's plumbing")
+    ref_be = TorchBackend(model, "arm")
+    comp = create_backend("torch", model, "arm", compile=True, compile_backend="eager")
+    assert isinstance(comp, CompiledTorchBackend)
+    frames, acts = context(model, 1, 2, seed=4)
+    cache = ref_be.append_frames(ref_be.init_cache(), frames, acts)
+    action = torch.randn(3, ARM.step_action_dim)
+    f_ref, _ = ref_be.predict_next(cache, action, 2, 1.0, "random", torch.Generator().manual_seed(1))
+    f_got, _ = comp.predict_next(cache, action, 2, 1.0, "random", torch.Generator().manual_seed(1))
+    assert torch.equal(f_got, f_ref)
+
+
+def test_export_cli_writes_graphs_and_description(exported, tmp_path, capsys):
+    folder, model, _, _ = exported
+    out = tmp_path / "cli"
+    meta = ex.main([str(folder), "--embodiment", "arm", "--out", str(out), "--check", "--opset", "18"])
+    files = {"step.onnx", "export.json"} | ({"diffusion.onnx"} if model.config.variant == "continuous" else set())
+    assert {p.name for p in out.iterdir()} == files
+    saved = json.loads((out / "export.json").read_text())
+    assert saved == meta
+    assert saved["checkpoint_id"] == ex.checkpoint_id(folder)
+    assert (saved["embodiment"], saved["opset"], saved["variant"]) == ("arm", 18, model.config.variant)
+    assert [i["name"] for i in saved["graphs"]["step"]["inputs"]][1:] == [
+        "token_mask",
+        "prev_action",
+        "cache_k",
+        "cache_v",
+        "cache_valid",
+    ]
+    assert saved["graphs"]["step"]["inputs"][2]["shape"] == ["batch", ARM.step_action_dim]
+    assert max(saved["check"].values()) < 1e-4
+    printed = capsys.readouterr().out
+    assert "max abs diff (all outputs)" in printed
+    import onnx
+
+    assert max(o.version for o in onnx.load(str(out / "step.onnx")).opset_import if o.domain in ("", "ai.onnx")) == 18
+    with pytest.raises(SystemExit):
+        ex.main([str(folder), "--out", str(tmp_path / "x")])  # two embodiments: which one?
+
+
+def test_shipped_export_is_preferred_and_stale_ones_are_not(exported, tmp_path):
+    folder, model, export_dir, _ = exported
+    if model.config.variant != "discrete":
+        pytest.skip("the cache logic does not depend on the variant")
+    shipped = folder / ex.EXPORT_SUBDIR / "arm"
+    shipped.parent.mkdir(exist_ok=True)
+    if not shipped.exists():
+        shipped.symlink_to(export_dir, target_is_directory=True)
+    try:
+        assert ex.ensure_export(folder, "arm", model=model, cache_dir=tmp_path) == shipped
+        # Same files, other weights: the shipped export no longer matches and is ignored.
+        changed = load_model(folder)
+        next(changed.parameters()).data += 1.0
+        other = save_checkpoint(tmp_path / "other", changed)
+        (other / ex.EXPORT_SUBDIR).mkdir()
+        (other / ex.EXPORT_SUBDIR / "arm").symlink_to(export_dir, target_is_directory=True)
+        got = ex.ensure_export(other, "arm", model=changed, cache_dir=tmp_path / "cache")
+        assert got.parent.name == ex.checkpoint_id(other)
+        assert ex.load_meta(got)["checkpoint_id"] == ex.checkpoint_id(other)
+    finally:
+        shipped.unlink()
+    with pytest.raises(ex.ExportError, match="not found"):
+        ex.load_meta(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="wanted 'other'"):
+        OnnxRuntimeBackend(model, "other", export_dir)
+
+
+def test_tensorrt_backend_fails_clearly_without_tensorrt(exported):
+    folder, model, export_dir, _ = exported
+    try:
+        import tensorrt  # noqa: F401
+
+        if torch.cuda.is_available():
+            pytest.skip("TensorRT and a GPU are here: the error path does not apply")
+    except ImportError:
+        pass
+    for make in (
+        lambda: create_backend("tensorrt", model, "arm", folder),
+        lambda: TensorRTBackend(model, "arm", export_dir),
+        lambda: WorldModelRunner.from_checkpoint(folder, "arm", backend="tensorrt"),
+    ):
+        with pytest.raises(BackendUnavailableError, match="TensorRT"):
+            make()
+    assert next(model.parameters()).device.type == "cpu"  # nothing was moved on the way out
