@@ -86,3 +86,27 @@ def spinning_executor(ros_context):
     thread.join(timeout=5.0)
     for node in nodes:
         node.destroy_node()
+
+
+@pytest.fixture
+def tiny_franka_checkpoint(tmp_path):
+    """A real checkpoint for config/robots/franka.yaml with random weights (hma_tiny, continuous,
+    16x16 pixel tokens): what the nodes load when no trained model is at hand."""
+    torch = pytest.importorskip("torch")
+    from hma_ros.model.checkpoint import save_checkpoint
+    from hma_ros.model.config import EmbodimentSpec
+    from hma_ros.model.hma import HMA
+    from hma_ros.model.presets import make_config
+    from hma_ros.runtime.robot_config import load_robot_config
+    from hma_ros.tokenizers import PixelConfig, PixelTokenizer
+
+    franka = load_robot_config("franka")
+
+    torch.manual_seed(0)
+    spec = EmbodimentSpec(
+        "franka", action_dim=franka.action_dim, control_hz=franka.control_hz, action_names=franka.action.names
+    )
+    cfg = make_config("hma_tiny", [spec], variant="continuous", token_dim=48, diff_sample_steps=4)
+    folder = save_checkpoint(tmp_path / "hma_tiny_franka", HMA(cfg).eval())
+    PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4)).save(folder / "tokenizer")
+    return folder

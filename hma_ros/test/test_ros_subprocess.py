@@ -1,8 +1,7 @@
 """The nodes as separate processes over real DDS (loopback, this run's ROS_DOMAIN_ID): the demo
 pipeline bag_replay -> world_model -> a listener, and a clean failure on a missing checkpoint.
 
-world_model runs with the stand-in runner of test_ros_world_model (test code only) until
-hma_ros.runtime.runner exists.
+world_model runs the real WorldModelRunner on a tiny random checkpoint (conftest.py).
 """
 
 import contextlib
@@ -12,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,16 +26,8 @@ from hma_ros.runtime.robot_config import load_robot_config  # noqa: E402
 from hma_ros_interfaces.msg import PredictedFrames  # noqa: E402
 
 pytestmark = pytest.mark.ros
-TEST_DIR = Path(__file__).resolve().parent
 FRANKA = load_robot_config("franka")
-T0, SECONDS = 1_700_000_000.0, 3.0
-
-# world_model's main() with the test's stand-in runner patched in.
-STAND_IN_MAIN = (
-    "import sys; sys.path.insert(0, {d!r}); import test_ros_world_model as t; "
-    "from hma_ros.nodes import world_model as wm; wm.load_runner = t.stand_in_loader; "
-    "raise SystemExit(wm.main())"
-)
+T0, SECONDS = 1_700_000_000.0, 5.0
 
 
 def franka_recording():
@@ -78,11 +68,9 @@ def stop(proc, timeout=10.0):
     return proc.returncode, out
 
 
-def test_demo_pipeline_over_dds(ros_context, spinning_executor, wait_for, write_mcap, tmp_path):
+def test_demo_pipeline_over_dds(ros_context, spinning_executor, wait_for, write_mcap, tmp_path, tiny_franka_checkpoint):
     bag = write_mcap(tmp_path / "franka.mcap", franka_recording())
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
+    ckpt = tiny_franka_checkpoint
 
     listener = rclpy.create_node("listener", context=ros_context)
     got = {"frames": [], "diag": []}
@@ -95,8 +83,8 @@ def test_demo_pipeline_over_dds(ros_context, spinning_executor, wait_for, write_
     wm = start(
         [
             sys.executable,
-            "-c",
-            STAND_IN_MAIN.format(d=str(TEST_DIR)),
+            "-m",
+            "hma_ros.nodes.world_model",
             *ros_args(robot="franka", checkpoint=ckpt, autostart="true", horizon=2),
         ]
     )
@@ -107,6 +95,8 @@ def test_demo_pipeline_over_dds(ros_context, spinning_executor, wait_for, write_
         replay = start([sys.executable, "-m", "hma_ros.nodes.bag_replay", *ros_args(bag=bag, rate=1.0)])
         procs.append(replay)
         assert wait_for(lambda: len(got["frames"]) >= 2, timeout=SECONDS + 10.0), (stop(wm)[1], stop(replay)[1])
+        ok = DiagnosticStatus.OK
+        assert wait_for(lambda: any(m.status[0].level == ok for _, m in got["diag"]), timeout=SECONDS)
         with contextlib.suppress(subprocess.TimeoutExpired):
             replay.wait(timeout=SECONDS + 10.0)  # it exits by itself at the end of the recording
         code, out = stop(replay)
@@ -127,8 +117,8 @@ def test_demo_pipeline_over_dds(ros_context, spinning_executor, wait_for, write_
     latencies = [t - stamp_to_sec(m.header.stamp) for t, m in got["diag"]]
     print(f"DDS latency of /diagnostics: median {np.median(latencies) * 1e3:.2f} ms, max {max(latencies) * 1e3:.2f} ms")
     assert np.median(latencies) < 0.1
-    levels = [m.status[0].level for _, m in got["diag"]]
-    assert DiagnosticStatus.OK in levels, levels
+    last = {kv.key: kv.value for kv in got["diag"][-1][1].status[0].values}
+    print(f"world_model tick latency (tiny model): mean {last['latency_mean_ms']} ms, max {last['latency_max_ms']} ms")
 
 
 def test_missing_checkpoint_exits_with_a_clear_line(tmp_path):
@@ -146,17 +136,12 @@ def test_missing_checkpoint_exits_with_a_clear_line(tmp_path):
     assert "Traceback" not in out
 
 
-def test_demo_entry_point(monkeypatch, write_mcap, tmp_path):
-    """`make demo`'s module end to end, in-process, with the stand-in runner."""
-    import test_ros_world_model
+def test_demo_entry_point(write_mcap, tmp_path, tiny_franka_checkpoint):
+    """`make demo`'s module end to end, in-process, on a tiny real checkpoint."""
+    from hma_ros.nodes import demo
 
-    from hma_ros.nodes import demo, world_model
-
-    monkeypatch.setattr(world_model, "load_runner", test_ros_world_model.stand_in_loader)
     bag = write_mcap(tmp_path / "franka.mcap", franka_recording())
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
+    ckpt = tiny_franka_checkpoint
     out = tmp_path / "demo.json"
     code = demo.main(["--bag", str(bag), "--checkpoint", str(ckpt), "--seconds", "3", "--out", str(out)])
     summary = json.loads(out.read_text())

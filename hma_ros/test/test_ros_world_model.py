@@ -364,24 +364,6 @@ def test_bundled_recording_drives_the_world_model(ros_context, spinning_executor
     assert node.counters.predictions >= 1
 
 
-@pytest.fixture
-def tiny_franka_checkpoint(tmp_path):
-    """A real checkpoint with random weights: hma_tiny, continuous, 16x16 pixel tokens."""
-    torch = pytest.importorskip("torch")
-    from hma_ros.model.checkpoint import save_checkpoint
-    from hma_ros.model.config import EmbodimentSpec
-    from hma_ros.model.hma import HMA
-    from hma_ros.model.presets import make_config
-    from hma_ros.tokenizers import PixelConfig, PixelTokenizer
-
-    torch.manual_seed(0)
-    spec = EmbodimentSpec("franka", action_dim=A, control_hz=FRANKA.control_hz, action_names=FRANKA.action.names)
-    cfg = make_config("hma_tiny", [spec], variant="continuous", token_dim=48, diff_sample_steps=4)
-    folder = save_checkpoint(tmp_path / "hma_tiny_franka", HMA(cfg).eval())
-    PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4)).save(folder / "tokenizer")
-    return folder
-
-
 def test_real_runner_predicts_and_serves_rollouts(ros_context, spinning_executor, tiny_franka_checkpoint, wait_for):
     """The node on the real WorldModelRunner: live predictions and a rollout with a goal."""
     node = make_node(ros_context, checkpoint=str(tiny_franka_checkpoint), horizon=2)
