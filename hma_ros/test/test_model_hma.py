@@ -304,3 +304,19 @@ def test_cache_is_invariant_to_absolute_position():
         cache = model.append_frames(cache, x[:, :3], prev[:, :3], "arm")
         outs.append(model.step(x[:, 3].flatten(1, 2), mask, prev[:, 3], emb, cache)[0])
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+
+
+def test_candidates_with_their_own_first_action():
+    # MPC: one shared context, N candidates that differ from the first action on.
+    model = tiny()
+    ctx = frames("discrete", 1, 3)
+    ca = torch.randn(4, 3, A)
+    fa = torch.randn(4, 1, A)
+    outs = [
+        model.generate(ctx, ca, fa, "arm", generator=torch.Generator().manual_seed(0), use_cache=c)
+        for c in (True, False)
+    ]
+    assert outs[0].frames.shape == (4, 2, 4, 4)
+    assert torch.equal(outs[0].frames, outs[1].frames)
+    one = model.generate(ctx, ca[1:2], fa[1:2], "arm", generator=torch.Generator().manual_seed(0))
+    assert one.frames.shape == (1, 2, 4, 4)

@@ -929,7 +929,11 @@ class HMA(nn.Module):
 
         frames, actions, state = [], [], {}
         if use_cache:
-            cache = self.append_frames(self.init_cache(1, device), context, ctx_prev, idx).expand(N)
+            # Candidates share the prefill unless their context actions differ (batch N).
+            Bp = max(Bc, ctx_prev.shape[0])
+            ctx_frames = context.expand(Bp, *[-1] * (context.dim() - 1))
+            cache = self.append_frames(self.init_cache(1, device), ctx_frames, ctx_prev.expand(Bp, -1, -1), idx)
+            cache = cache.expand(N)
         else:
             hist = context.flatten(2, 3).expand(N, *[-1] * (context.dim() - 2))  # (N, Tc, S[, C])
             hist_prev = ctx_prev.expand(N, -1, -1)
