@@ -252,6 +252,7 @@ def test_predicts_and_publishes(active, wait_for):
     values = {kv.key: kv.value for kv in status.values}
     assert int(values["predictions"]) >= 1
     assert values["context_ready"] == "True"
+    assert 5.0 < float(values["camera_rate_hz"]) < 15.0  # drive() publishes frames at 10 Hz
 
 
 def test_bad_inputs_are_refused_and_node_keeps_serving(active, wait_for):

@@ -128,6 +128,7 @@ class WorldModelNode(LifecycleNode):
         self.counters = Counters()
         self._latencies: deque[float] = deque(maxlen=50)
         self._prediction_times: deque[float] = deque(maxlen=20)
+        self._frame_times: deque[float] = deque(maxlen=50)  # wall receipt times, for the input rate
         self._last_frame: np.ndarray | None = None
         self._last_frame_stamp: float | None = None
         self._last_frame_wall = 0.0
@@ -266,6 +267,7 @@ class WorldModelNode(LifecycleNode):
             self._assembler.add_frame(frame, stamp)
             self._last_frame, self._last_frame_stamp = frame, stamp
             self._last_frame_wall = time.monotonic()
+            self._frame_times.append(self._last_frame_wall)
 
     def _on_action(self, msg: JointState) -> None:
         try:
@@ -540,8 +542,12 @@ class WorldModelNode(LifecycleNode):
             fill = self._assembler.action_fill if self._assembler else 0.0
             lat = list(self._latencies)
             times = list(self._prediction_times)
+            camera_times = list(self._frame_times)
             frame_age = time.monotonic() - self._last_frame_wall if self._last_frame_stamp is not None else None
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+        def rate(ts: list[float]) -> float:
+            return (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
+
         status = DiagnosticStatus(name="hma_ros: world_model", hardware_id=self.model_id)
         ready = bool(getattr(self.runner, "ready", False))
         if frame_age is None or frame_age > self._param("max_frame_age"):
@@ -555,7 +561,8 @@ class WorldModelNode(LifecycleNode):
         values = {
             "robot": self.robot.robot if self.robot else "",
             "context_ready": ready,
-            "prediction_rate_hz": f"{rate:.2f}",
+            "prediction_rate_hz": f"{rate(times):.2f}",
+            "camera_rate_hz": f"{rate(camera_times):.2f}",
             "latency_last_ms": f"{lat[-1] * 1e3:.1f}" if lat else "",
             "latency_mean_ms": f"{np.mean(lat) * 1e3:.1f}" if lat else "",
             "latency_max_ms": f"{np.max(lat) * 1e3:.1f}" if lat else "",
