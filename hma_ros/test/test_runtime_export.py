@@ -86,7 +86,8 @@ def test_step_graph_equals_torch_step(exported, filled):
     g = torch.Generator().manual_seed(filled)
     for batch in (1, 4):
         args = ex.random_inputs(sig, ex.single_embodiment(model, "arm"), batch, g)
-        args[-1] = torch.arange(c.max_frames - 1) >= c.max_frames - 1 - filled  # cache_valid
+        args[5] = torch.arange(c.max_frames - 1) >= c.max_frames - 1 - filled  # cache_valid
+        args[6] = torch.tensor(filled if filled < 5 else 12_345)  # cache_pos: frames committed so far
         with torch.no_grad():
             emb = torch.full((batch,), idx, dtype=torch.long)
             wide = torch.nn.functional.pad(args[2], (0, model.max_step_dim - ARM.step_action_dim))
@@ -204,6 +205,7 @@ def test_export_cli_writes_graphs_and_description(exported, tmp_path, capsys):
         "cache_k",
         "cache_v",
         "cache_valid",
+        "cache_pos",
     ]
     assert saved["graphs"]["step"]["inputs"][2]["shape"] == ["batch", ARM.step_action_dim]
     assert max(saved["check"].values()) < 1e-4

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from hma_ros.model.diffusion import DiffusionHead
 from hma_ros.model.hma import HMA, KVCache
-from hma_ros.runtime.export import StepGraph, ensure_export, load_meta, single_embodiment
+from hma_ros.runtime.export import ensure_export, load_meta, step_graph
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class GraphBackend(Backend):
         self._graphs: dict[str, Any] = {}
 
     def _step(self, inputs, token_mask, prev_action, cache: KVCache):
-        out = self._graphs["step"].run([inputs, token_mask, prev_action, cache.k, cache.v, cache.valid])
+        out = self._graphs["step"].run([inputs, token_mask, prev_action, cache.k, cache.v, cache.valid, cache.pos])
         heads = out[: self._num_heads]
         return heads, out[self._num_heads], out[-2], out[-1]  # heads, actions (B,A), k, v (L,B,S,H,1,hd)
 
@@ -155,7 +155,7 @@ class GraphBackend(Backend):
     def _own_cache(self, cache: KVCache, batch_size: int) -> KVCache:
         """The cache at this batch, dense (graphs need contiguous buffers; an expanded one is copied)."""
         cache = cache.expand(batch_size)
-        return KVCache(cache.k.contiguous(), cache.v.contiguous(), cache.valid.contiguous())
+        return KVCache(cache.k.contiguous(), cache.v.contiguous(), cache.valid.contiguous(), cache.pos)
 
     def append_frames(self, cache, frames, actions_in):
         """One step per frame, oldest first: the same numbers as the model's one-pass commit
@@ -216,11 +216,11 @@ class CompiledTorchBackend(GraphBackend):
 
     def __init__(self, model: HMA, embodiment: str, compile_backend: str = "inductor", mode: str | None = None):
         super().__init__(model, embodiment)
-        sub = single_embodiment(model, embodiment)
+        step = step_graph(model, embodiment)
         opts = {"backend": compile_backend, "dynamic": True, **({"mode": mode} if mode else {})}
-        self._graphs["step"] = _TorchGraph(torch.compile(StepGraph(sub), **opts))
+        self._graphs["step"] = _TorchGraph(torch.compile(step, **opts))
         if model.config.variant == "continuous":
-            self._graphs["diffusion"] = _TorchGraph(torch.compile(sub.diffusion.net, **opts))
+            self._graphs["diffusion"] = _TorchGraph(torch.compile(step.model.diffusion.net, **opts))
 
 
 def _resolve(shape: list, batch: int) -> tuple[int, ...]:
@@ -377,8 +377,9 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     for spec in signature["inputs"]:
-        shapes = [_resolve(spec["shape"], n * batch_scale) for n in (1, opt_batch, max_batch)]
-        profile.set_shape(spec["name"], *shapes)
+        if "batch" in spec["shape"]:  # the other inputs have static shapes
+            shapes = [_resolve(spec["shape"], n * batch_scale) for n in (1, opt_batch, max_batch)]
+            profile.set_shape(spec["name"], *shapes)
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:

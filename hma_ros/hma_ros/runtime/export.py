@@ -2,8 +2,9 @@
 
     python -m hma_ros.runtime.export CHECKPOINT --embodiment franka --out DIR [--opset 17] [--check]
 
-``step.onnx`` is ``HMA.step`` (one frame through the trunk after a temporal KV cache) plus the
-output heads, for one fixed embodiment and a dynamic batch of N candidates:
+``step.onnx`` is the model's ``FrameStep`` (``HMA.step``: one frame through the trunk after a
+temporal KV cache, plus the output heads) on a copy of the model that keeps only one
+embodiment's stem, head and modulations, with a dynamic batch of N candidates:
 
 =============  ===================  =======  ==============================================
 input          shape                dtype    meaning
@@ -14,6 +15,7 @@ token_mask     (N, S)               bool     True = masked (to predict)
 prev_action    (N, A)               float32  raw action that produced this frame, NaN = unknown
 cache_k/v      (L, N, S', H, P, hd) float32  committed frames' keys/values (``KVCache``)
 cache_valid    (P,)                 bool     filled cache slots (right-aligned)
+cache_pos      ()                   int64    absolute index of this frame (frames committed)
 =============  ===================  =======  ==============================================
 
 Outputs: ``logits_<i>`` (N, S, f_i) per vocabulary factor (discrete) or ``hidden`` (N, S, D)
@@ -31,8 +33,7 @@ buy ~12 % at batch 1 for a duplicated sampler, so the MLP alone is exported.
 The files come with ``export.json``: the checkpoint id (SHA-256 of its config and weights),
 embodiment, opset, the shapes above and, with ``--check``, ONNX Runtime vs torch differences.
 Exported with the TorchScript exporter (``dynamo=False``: the dynamo exporter needs
-onnxscript, which is not installed); ``nn.RMSNorm`` has no symbolic below opset 23 there, so
-the exported copy uses an equivalent explicit RMSNorm.
+onnxscript, which is not installed).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hma_ros.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model
-from hma_ros.model.hma import HMA, KVCache
+from hma_ros.model.hma import HMA, FrameStep, KVCache
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,6 @@ def checkpoint_id(folder: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-class _RMSNorm(nn.Module):
-    """``nn.RMSNorm`` written out (the TorchScript exporter has no aten::rms_norm before opset 23)."""
-
-    def __init__(self, src: nn.RMSNorm):
-        super().__init__()
-        self.weight = src.weight
-        self.eps = src.eps if src.eps is not None else torch.finfo(torch.float32).eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
 def single_embodiment(model: HMA, embodiment: str) -> HMA:
     """A copy of ``model`` that knows only ``embodiment``: the trunk plus that robot's stem,
     action head and modulations, so the graph runs none of the other robots' modules."""
@@ -110,32 +99,9 @@ def single_embodiment(model: HMA, embodiment: str) -> HMA:
     return sub.to(next(model.parameters()).device).eval()
 
 
-def exportable(model: HMA, embodiment: str) -> HMA:
-    """``single_embodiment`` with export-friendly modules (same numbers as the original)."""
-    sub = single_embodiment(model, embodiment)  # a fresh model: safe to modify
-    for module in list(sub.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.RMSNorm):
-                setattr(module, name, _RMSNorm(child))
-    return sub
-
-
-class StepGraph(nn.Module):
-    """``HMA.step`` of a single-embodiment model plus its heads: the content of ``step.onnx``."""
-
-    def __init__(self, model: HMA):
-        super().__init__()
-        if len(model.config.embodiments) != 1:
-            raise ValueError(f"StepGraph needs a single-embodiment model, got {model.config.embodiment_names}")
-        self.model = model
-
-    def forward(self, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid):
-        m = self.model
-        emb = torch.zeros_like(token_mask[:, 0], dtype=torch.long)  # (N,): the only embodiment
-        h, readout, k, v = m.step(inputs, token_mask, prev_action, emb, KVCache(cache_k, cache_v, cache_valid))
-        actions = m._actions_out(readout[:, None], m._selection(emb), raw=True)[:, 0]  # (N, A)
-        heads = m._token_logits(h) if m.config.variant == "discrete" else [h]
-        return (*heads, actions, k, v)
+def step_graph(model: HMA, embodiment: str) -> FrameStep:
+    """The content of ``step.onnx``: the model's ``FrameStep`` on its single-embodiment copy."""
+    return FrameStep(single_embodiment(model, embodiment), 0).eval()
 
 
 class DiffusionNetGraph(nn.Module):
@@ -177,6 +143,7 @@ def step_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
         _io("cache_k", [*kv, c.max_frames - 1, hd], "float32"),
         _io("cache_v", [*kv, c.max_frames - 1, hd], "float32"),
         _io("cache_valid", [c.max_frames - 1], "bool"),
+        _io("cache_pos", [], "int64"),
     ]
     outputs = [*heads, _io("actions", ["batch", A], "float32")]
     outputs += [_io("k_new", [*kv, 1, hd], "float32"), _io("v_new", [*kv, 1, hd], "float32")]
@@ -214,6 +181,8 @@ def random_inputs(signature: dict, model: HMA, batch: int, generator: torch.Gene
             x = torch.rand(shape, generator=generator) < 0.5
         elif name == "cache_valid":
             x = torch.arange(shape[0]) >= shape[0] // 2
+        elif name == "cache_pos":  # a long-running cache: absolute frame index far past the window
+            x = torch.tensor(86_400 * 2 + 17)
         else:
             x = torch.randn(shape, generator=generator)
             if name == "prev_action":
@@ -254,7 +223,7 @@ def _export_graph(module: nn.Module, signature: dict, args: list[torch.Tensor], 
 
 def graphs_of(model: HMA) -> dict[str, tuple[str, nn.Module, dict]]:
     """name -> (file, module, signature) of every graph a single-embodiment model exports."""
-    graphs = {"step": (STEP_FILE, StepGraph(model).eval(), step_signature(model))}
+    graphs = {"step": (STEP_FILE, FrameStep(model, 0).eval(), step_signature(model))}
     if model.config.variant == "continuous":
         graphs["diffusion"] = (DIFFUSION_FILE, DiffusionNetGraph(model).eval(), diffusion_signature(model))
     return graphs
@@ -273,7 +242,7 @@ def export(
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
     out = Path(out)
-    sub = exportable(model, embodiment).cpu().float()
+    sub = single_embodiment(model, embodiment).cpu().float()
     c = sub.config
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -426,6 +395,53 @@ def ensure_export(
     return cached
 
 
+def benchmark(
+    model: HMA, embodiment: str, folder: str | os.PathLike, batches=(1, 16), threads=(1, 2), num_steps: int = 2
+) -> list[dict[str, Any]]:
+    """Milliseconds per generated frame, torch vs ONNX Runtime (CPU): decode the frame after an
+    11-frame cache in ``num_steps`` steps, then commit it (``num_steps`` + 1 step calls), as a
+    rollout does. Random weights are fine: speed does not depend on them."""
+    import statistics
+    import time
+
+    from hma_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
+
+    c, spec = model.config, model.config.embodiment(embodiment)
+    g = torch.Generator().manual_seed(0)
+    shape = (1, c.max_frames - 1, c.tokens_h, c.tokens_w)
+    if c.variant == "discrete":
+        ctx = torch.randint(0, c.vocab_size, shape, generator=g)
+    else:
+        ctx = torch.randn(*shape, c.token_dim, generator=g)
+    acts = torch.randn(1, c.max_frames - 1, spec.step_action_dim, generator=g)
+    rows, before = [], torch.get_num_threads()
+    try:
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            impls = [TorchBackend(model, embodiment), OnnxRuntimeBackend(model, embodiment, folder, threads=n_threads)]
+            for batch in batches:
+                action = torch.randn(batch, spec.step_action_dim, generator=g)
+                for impl in impls:
+                    cache = impl.append_frames(impl.init_cache(1), ctx, acts).expand(batch)
+
+                    def frame(impl=impl, cache=cache, action=action):
+                        f, _ = impl.predict_next(cache, action, num_steps, generator=g)
+                        impl.append_frames(cache, f[:, None], action[:, None])
+
+                    frame()  # warm-up
+                    times = []
+                    for _ in range(5 if batch == 1 else 3):
+                        t0 = time.perf_counter()
+                        frame()
+                        times.append(time.perf_counter() - t0)
+                    ms = 1e3 * statistics.median(times)
+                    rows.append({"backend": impl.name, "threads": n_threads, "batch": batch, "ms_per_frame": ms})
+                    log.info("%-12s threads %d batch %3d: %9.1f ms/frame", impl.name, n_threads, batch, ms)
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="HMA checkpoint folder (config.json + model.safetensors)")
@@ -433,6 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, required=True, help="output folder (replaced)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
     ap.add_argument("--check", action="store_true", help="compare ONNX Runtime against torch on random inputs")
+    ap.add_argument(
+        "--benchmark", action="store_true", help="time torch vs ONNX Runtime per frame (M=2) -> OUT/benchmark.json"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = load_model(args.checkpoint)
@@ -452,6 +471,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key, diff in meta["check"].items():
             print(f"max abs diff {key:24s} {diff:.3e}")  # noqa: T201 (the CLI's result)
         print(f"max abs diff (all outputs) {worst:.3e}")  # noqa: T201
+    if args.benchmark:
+        rows = benchmark(model, embodiment, args.out)
+        (args.out / "benchmark.json").write_text(json.dumps({"torch": torch.__version__, "results": rows}, indent=2))
     return meta
 
 
