@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -227,8 +228,17 @@ def test_two_process_gloo_pretraining_keeps_ranks_in_sync(world, tmp_path):
     args += [f"out_dir={out}", "data.embodiments=[arm, pusher]", "steps=3", "eval.hooks=[loss]"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
-    res = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr[-4000:]
+    # Own session: on a timeout the whole process group (torchrun and its workers) is killed.
+    proc = subprocess.Popen(
+        [*cmd, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the 2-process run did not finish in 240 s")
+    assert proc.returncode == 0, stderr[-4000:]
     r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k

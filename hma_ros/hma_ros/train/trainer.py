@@ -85,7 +85,7 @@ class Trainer:
         if missing:
             raise ValueError(f"training data for embodiments {missing} that the model does not know: {names}")
         # Pad actions to the widest embodiment of the model: constant shapes, and HMA's
-        # full/policy loss normalises the actions with every stem.
+        # forward runs every stem on the batch's actions (it fails on narrower ones).
         self.collate = MixtureCollate(model.config, pad_to_config=True)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.eval_hooks = dict(eval_hooks) if eval_hooks is not None else build_eval_hooks(config.eval.hooks)
@@ -172,73 +172,77 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, float] = defaultdict(float)
         last: dict[str, float] = {}
-        t_last, steps_since = time.perf_counter(), 0
+        t_last, steps_since, paused = time.perf_counter(), 0, 0.0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, desc="train", dynamic_ncols=True)
-        self.model.train()
-        for batch in self._loader():
-            step = batch.pop("step")
-            assert step == self.step, f"data for step {step} arrived at step {self.step}"
-            torch.manual_seed(derive_seed(cfg.seed, "step", step, self.dist.rank))
-            emb = self.config_embodiment_name(int(batch["embodiment"][0]))
-            batch = self._to_device(batch)
-            lr = lr_at(step, cfg.steps, cfg.optim)
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            loss, metrics = net(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (embodiment {emb})")
-            loss.backward()
-            gnorm = (
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-                if cfg.optim.grad_clip > 0
-                else torch.zeros(())
-            )
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step = step + 1
-            steps_since += 1
-            # Running sums between log points; keys are the same on every rank (same schedule).
-            for key, v in (("loss", loss), (f"loss/{emb}", loss), ("grad_norm", gnorm)):
-                sums[key] += float(v.detach())
-                counts[key] += 1
-            for k, v in metrics.items():
-                s = _scalar(v)
-                if s is not None:
-                    sums[f"metrics/{k}"] += s
-                    counts[f"metrics/{k}"] += 1
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                means = all_reduce_mean({k: sums[k] / counts[k] for k in sorted(sums)}, self.dist)
-                elapsed = time.perf_counter() - t_last
-                means["lr"] = lr
-                means["throughput/steps_per_s"] = steps_since / elapsed
-                means["throughput/samples_per_s"] = steps_since * cfg.data.batch_size / elapsed
-                if writer is not None:
-                    for k, v in means.items():
-                        writer.add_scalar(f"train/{k}", v, self.step)
-                bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}")
-                last = means
-                sums.clear()
-                counts.clear()
-                t_last, steps_since = time.perf_counter(), 0
-            at_end = self.step == cfg.steps
-            if cfg.eval.every and (self.step % cfg.eval.every == 0 or at_end):
-                results = evaluate()
-                if main:
-                    for k, v in results.items():
-                        if writer is not None:
-                            writer.add_scalar(f"eval/{k}", v, self.step)
-                    log.info("step %d eval: %s", self.step, {k: round(v, 4) for k, v in results.items()})
-                    last.update({f"eval/{k}": v for k, v in results.items()})
-                t_last = time.perf_counter()  # do not count evaluation in throughput
-            if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or at_end:
-                self.save()
-                t_last = time.perf_counter()
-        bar.close()
-        if writer is not None:
-            writer.flush()
-            writer.close()
+        try:
+            self.model.train()
+            for batch in self._loader():
+                step = batch.pop("step")
+                assert step == self.step, f"data for step {step} arrived at step {self.step}"
+                loss, gnorm, metrics, emb, lr = self._train_step(net, batch, step, trainable)
+                self.step = step + 1
+                steps_since += 1
+                # Running sums between log points; keys are the same on every rank (same schedule).
+                for key, v in (("loss", loss), (f"loss/{emb}", loss), ("grad_norm", gnorm)):
+                    sums[key] += float(v.detach())
+                    counts[key] += 1
+                for k, v in metrics.items():
+                    s = _scalar(v)
+                    if s is not None:
+                        sums[f"metrics/{k}"] += s
+                        counts[f"metrics/{k}"] += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    means = all_reduce_mean({k: sums[k] / counts[k] for k in sorted(sums)}, self.dist)
+                    elapsed = time.perf_counter() - t_last - paused  # evaluation and saving excluded
+                    means["lr"] = lr
+                    means["throughput/steps_per_s"] = steps_since / elapsed
+                    means["throughput/samples_per_s"] = steps_since * cfg.data.batch_size / elapsed
+                    if writer is not None:
+                        for k, v in means.items():
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                    bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}")
+                    last = means
+                    sums.clear()
+                    counts.clear()
+                    t_last, steps_since, paused = time.perf_counter(), 0, 0.0
+                at_end = self.step == cfg.steps
+                t_pause = time.perf_counter()
+                if cfg.eval.every and (self.step % cfg.eval.every == 0 or at_end):
+                    results = evaluate()
+                    if main:
+                        for k, v in results.items():
+                            if writer is not None:
+                                writer.add_scalar(f"eval/{k}", v, self.step)
+                        log.info("step %d eval: %s", self.step, {k: round(v, 4) for k, v in results.items()})
+                        last.update({f"eval/{k}": v for k, v in results.items()})
+                if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or at_end:
+                    self.save()
+                paused += time.perf_counter() - t_pause
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
         return last
+
+    def _train_step(self, net: nn.Module, batch: dict[str, Any], step: int, trainable: list) -> tuple:
+        """One optimiser update; returns (loss, grad norm, model metrics, embodiment, lr)."""
+        cfg = self.config
+        torch.manual_seed(derive_seed(cfg.seed, "step", step, self.dist.rank))
+        emb = self.config_embodiment_name(int(batch["embodiment"][0]))
+        batch = self._to_device(batch)
+        lr = lr_at(step, cfg.steps, cfg.optim)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        loss, metrics = net(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (embodiment {emb})")
+        loss.backward()
+        clip = cfg.optim.grad_clip
+        gnorm = torch.nn.utils.clip_grad_norm_(trainable, clip) if clip > 0 else torch.zeros(())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), gnorm, metrics, emb, lr
 
     def config_embodiment_name(self, index: int) -> str:
         return self.model.config.embodiments[index].name
