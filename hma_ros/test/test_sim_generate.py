@@ -6,7 +6,7 @@ import pytest
 from hma_ros.data.format import DatasetError, EmbodimentDataset
 from hma_ros.data.windows import WindowDataset
 from hma_ros.sim.embodiments import EMBODIMENTS
-from hma_ros.sim.generate import generate, main
+from hma_ros.sim.generate import generate, main, make_sim, replay_episode
 
 pytest.importorskip("robosuite")
 pytest.importorskip("gym_pusht")
@@ -71,3 +71,18 @@ def test_joint_actions_are_absolute_targets_near_the_arm(tmp_path):
     assert np.abs(a[:, :6]).max() > 1.0
     assert np.abs(np.diff(a[:, :6], axis=0)).max() < 0.2
     assert set(np.unique(a[:, 6])) <= {-1.0, 1.0}
+
+
+def test_replay_reproduces_frames_and_follows_perturbed_actions(tmp_path):
+    generate("pusht", 1, tmp_path, seed=3, steps=30, progress=False)
+    ds = EmbodimentDataset.open(tmp_path / "pusht")
+    info, actions = ds.episode_info[0], np.asarray(ds.actions)
+    sim = make_sim(EMBODIMENTS["pusht"], info["task"])
+    try:
+        same = replay_episode(sim, info["seed"], actions, ds.frame_every)
+        moved = replay_episode(sim, info["seed"], actions + np.array([60.0, 0.0], np.float32), ds.frame_every)
+    finally:
+        sim.close()
+    stored = np.asarray(ds.frames).astype(int)
+    assert np.abs(same - stored).mean() < 0.5
+    assert np.abs(moved[1:] - stored[1:]).mean() > 0.5  # the pusher went elsewhere

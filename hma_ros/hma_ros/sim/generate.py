@@ -65,6 +65,22 @@ def run_episode(
     return np.stack(frames), actions, info
 
 
+def replay_episode(sim, seed: int, actions: np.ndarray, frame_every: int, image_size=IMAGE_SIZE) -> np.ndarray:
+    """Re-simulate from an episode's seed under given (e.g. perturbed) actions; returns its frames.
+
+    With the recorded actions (``episode_info[i]["seed"]``, ``"task"``) this reproduces the
+    stored frames up to float32 rounding of the actions: the ground truth for evaluating a
+    world model's rollouts under actions nobody recorded.
+    """
+    sim.reset(seed)
+    frames = []
+    for k, a in enumerate(np.asarray(actions, np.float64)):
+        if k % frame_every == 0:
+            frames.append(fit_image(sim.render(), image_size))
+        sim.step(a)
+    return np.stack(frames)
+
+
 def generate(
     embodiment: str,
     episodes: int,
