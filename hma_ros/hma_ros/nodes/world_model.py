@@ -45,7 +45,7 @@ from hma_ros.nodes.convert import (
     sec_to_stamp,
     stamp_to_sec,
 )
-from hma_ros.runtime.chunking import StepAssembler
+from hma_ros.runtime.chunking import Step, StepAssembler
 from hma_ros.runtime.robot_config import MODEL_HZ, RobotConfig, RobotConfigError, load_robot_config
 from hma_ros_interfaces.msg import PredictedFrames
 from hma_ros_interfaces.srv import Rollout
@@ -53,6 +53,8 @@ from hma_ros_interfaces.srv import Rollout
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STEP_PERIOD = 1.0 / MODEL_HZ
 TIME_JUMP = 1.0  # s: an input stamp this far behind the newest one restarts the context
+STEP_TOLERANCE = 0.02  # s: camera stamp jitter accepted when cutting 0.5 s steps
+MAX_QUEUED_STEPS = 8  # steps waiting for the runner; more means it cannot keep up
 
 
 def load_runner(checkpoint: Path, robot: RobotConfig, backend: str) -> Any:
@@ -68,8 +70,10 @@ class Counters:
 
     frames_refused: int = 0
     actions_refused: int = 0
+    steps: int = 0  # 2 Hz steps cut from the inputs
+    steps_dropped: int = 0  # queue overflow (model too slow): the context restarts
     ticks: int = 0
-    ticks_no_new_frame: int = 0
+    ticks_no_new_step: int = 0
     ticks_model_busy: int = 0
     predictions: int = 0
     prediction_errors: int = 0
@@ -115,7 +119,7 @@ class WorldModelNode(LifecycleNode):
         p("num_steps", 2, "unmasking/sampling steps per predicted frame (MaskGIT: 2 suffices)", lo=1, hi=64)
         p("max_candidates", 16, "largest num_candidates a rollout request may ask for", lo=1, hi=1024)
         p("max_rollout_horizon", 16, "largest horizon a rollout request may ask for", lo=1, hi=256)
-        p("max_frame_age", 1.0, "seconds without a camera frame after which ticks are skipped", lo=0.05, hi=60.0)
+        p("max_frame_age", 1.0, "seconds without a camera frame before diagnostics warn", lo=0.05, hi=60.0)
         p("rollout_wait", 5.0, "seconds a rollout waits for a running prediction", lo=0.0, hi=600.0)
         p("publish_frames", True, "put the predicted images into /hma/predicted_frames")
         p("publish_preview", True, "publish /hma/preview (observed frame + predicted frames side by side)")
@@ -129,13 +133,12 @@ class WorldModelNode(LifecycleNode):
         self._latencies: deque[float] = deque(maxlen=50)
         self._prediction_times: deque[float] = deque(maxlen=20)
         self._frame_times: deque[float] = deque(maxlen=50)  # wall receipt times, for the input rate
-        self._last_frame: np.ndarray | None = None
         self._last_frame_stamp: float | None = None
         self._last_frame_wall = 0.0
-        self._last_used_stamp: float | None = None
+        self._last_used_stamp: float | None = None  # stamp of the newest step cut
+        self._steps: deque[Step] = deque()  # cut, not yet observed by the runner (bounded: MAX_QUEUED_STEPS)
         self._size_warned = False
         self._newest_stamp: float | None = None
-        self._runner_needs_reset = False
         self.time_resets = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -265,9 +268,32 @@ class WorldModelNode(LifecycleNode):
         with self._lock:
             self._detect_time_jump(stamp)
             self._assembler.add_frame(frame, stamp)
-            self._last_frame, self._last_frame_stamp = frame, stamp
+            self._last_frame_stamp = stamp
             self._last_frame_wall = time.monotonic()
             self._frame_times.append(self._last_frame_wall)
+            self._cut_step(stamp)
+
+    def _cut_step(self, stamp: float) -> None:
+        """Under ``_lock``: close a 2 Hz step when the camera's time has advanced half a second.
+
+        Steps are cut on the camera's own time base, not on the node's clock, so a recording
+        replayed at any rate (or a sim clock) yields the same 0.5 s steps as the live robot.
+        """
+        last = self._last_used_stamp
+        if last is not None and stamp < last + STEP_PERIOD - STEP_TOLERANCE:
+            return
+        step = self._assembler.tick(stamp)
+        if step is None:  # no action history covering the interval yet
+            return
+        if last is not None and stamp > last + 1.5 * STEP_PERIOD:
+            step = Step(step.stamp, step.frame, None)  # a gap in the camera stream: new context
+        self._last_used_stamp = stamp
+        self.counters.steps += 1
+        if len(self._steps) >= MAX_QUEUED_STEPS:  # the model cannot keep up: restart from here
+            self._steps.clear()
+            self.counters.steps_dropped += MAX_QUEUED_STEPS
+            step = Step(step.stamp, step.frame, None)
+        self._steps.append(step)
 
     def _on_action(self, msg: JointState) -> None:
         try:
@@ -291,7 +317,7 @@ class WorldModelNode(LifecycleNode):
             )
             self._assembler.reset()
             self._last_frame_stamp = self._last_used_stamp = None
-            self._runner_needs_reset = True  # the tick resets the runner under _model_lock
+            self._steps.clear()  # the next step carries no action: the runner starts a new context
             self._newest_stamp = None
             self.time_resets += 1
         self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
@@ -302,34 +328,28 @@ class WorldModelNode(LifecycleNode):
 
     # -- 2 Hz prediction --------------------------------------------------------------------
     def _on_tick(self) -> None:
-        with self._lock:
-            self.counters.ticks += 1
-            stamp = self._last_frame_stamp
-            fresh = time.monotonic() - self._last_frame_wall <= self._param("max_frame_age")
-            if stamp is None or not fresh or stamp == self._last_used_stamp:
-                self.counters.ticks_no_new_frame += 1
-                return
-            # The tick runs on the camera's time base, so recorded stamps work as live ones.
-            step = self._assembler.tick(stamp)
-            if step is None:  # no action history covering the interval yet
-                return
-            self._last_used_stamp = stamp
-            reset, self._runner_needs_reset = self._runner_needs_reset, False
-        if not self._model_lock.acquire(blocking=False):
+        """2 Hz (node clock): feed the queued steps to the runner, then predict from the newest."""
+        if not self._model_lock.acquire(blocking=False):  # a rollout is running: steps wait
             with self._lock:
                 self.counters.ticks_model_busy += 1
-                self._runner_needs_reset |= reset
             return
         try:
-            if self.runner is None:
+            with self._lock:
+                self.counters.ticks += 1
+                steps = list(self._steps)
+                self._steps.clear()
+                if not steps:
+                    self.counters.ticks_no_new_step += 1
+            if not steps or self.runner is None:
                 return
-            if reset:
-                self.runner.reset()
             t0 = time.perf_counter()
-            self.runner.observe(step.frame, step.action_before, step.stamp)
+            for step in steps:  # action_before None starts a new context inside the runner
+                self.runner.observe(step.frame, step.action_before, step.stamp)
             if not self.runner.ready:
                 return
             horizon = self._param("horizon")
+            if hasattr(self.runner, "num_steps"):
+                self.runner.num_steps = self._param("num_steps")
             prediction = self.runner.predict(horizon)
             latency = time.perf_counter() - t0
         except ValueError as e:
@@ -348,7 +368,7 @@ class WorldModelNode(LifecycleNode):
             self.counters.predictions += 1
             self._latencies.append(latency)
             self._prediction_times.append(time.monotonic())
-        self._publish_prediction(step.stamp, step.frame, prediction, horizon)
+        self._publish_prediction(steps[-1].stamp, steps[-1].frame, prediction, horizon)
 
     def _publish_prediction(self, stamp: float, observed: np.ndarray, prediction: Any, horizon: int) -> None:
         robot = self.robot
