@@ -70,3 +70,27 @@ def test_resume_refuses_other_kind(data, tmp_path):
     run("pixels", data, tmp_path, 0)
     with pytest.raises(ValueError, match="holds a pixels run"):
         run("fsq", data, tmp_path, 10)
+
+
+def test_frame_data_holds_out_whole_episodes_and_follows_growth(tmp_path):
+    from hma_ros.data.format import EmbodimentDataset
+    from hma_ros.train.tokenizer import FrameData
+
+    ds = EmbodimentDataset.create(tmp_path / "arm", "arm", action_dim=1, control_hz=4.0, image_size=(8, 8))
+
+    def episode(ep, n=3):  # frame value = 10 * episode + index: identifies every frame
+        frames = (10 * ep + np.arange(n, dtype=np.uint8))[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+        ds.append_episode(frames, np.zeros((n, 1), np.float32))
+
+    for ep in range(4):
+        episode(ep)
+    data = FrameData(str(tmp_path), holdout=0.5, seed=0)  # every 2nd episode held out
+    held, _ = data.eval_frames(100)
+    assert sorted(set(held[:, 0, 0, 0] // 10)) == [1, 3]
+    seen = data.batch(np.random.default_rng(0), 200)[:, 0, 0, 0] // 10
+    assert set(seen) == {0, 2}
+    assert not data.refresh()  # nothing changed
+    episode(4)
+    episode(5)
+    assert data.refresh()
+    assert sorted(set(data.eval_frames(100)[0][:, 0, 0, 0] // 10)) == [1, 3, 5]
