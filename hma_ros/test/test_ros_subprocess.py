@@ -143,7 +143,7 @@ def test_demo_entry_point(write_mcap, tmp_path, tiny_franka_checkpoint):
     bag = write_mcap(tmp_path / "franka.mcap", franka_recording())
     ckpt = tiny_franka_checkpoint
     out = tmp_path / "demo.json"
-    code = demo.main(["--bag", str(bag), "--checkpoint", str(ckpt), "--seconds", "3", "--out", str(out)])
+    code = demo.main(["--bag", str(bag), "--checkpoint", str(ckpt), "--seconds", "6", "--out", str(out)])
     summary = json.loads(out.read_text())
     assert code == 0, summary
     assert summary["predictions"] >= 2
