@@ -67,6 +67,22 @@ def attention(
     return att @ v
 
 
+def cached_attention(q, k, v, past_k, past_v, past_visible, dropout_p: float) -> torch.Tensor:
+    """Causal attention of T new frames over [cached frames, themselves] without concatenating
+    the cache: scores against the cache and against the new keys are joined (small: P+T per
+    query) and the two value sums added. Copying the whole per-layer cache for every pass
+    (torch.cat + SDPA) cost more than the attention itself on CPU.
+
+    q, k, v (N,H,T,hd); past_k, past_v (N,H,P,hd); past_visible (P,) or (T,P) bool -> (N,H,T,hd).
+    """
+    P, T = past_k.shape[2], q.shape[2]
+    scale = q.shape[-1] ** -0.5
+    mask = temporal_mask(past_visible, T)  # (T, P+T)
+    scores = torch.cat([q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)], dim=-1) * scale
+    w = F.dropout(scores.masked_fill(~mask, float("-inf")).softmax(dim=-1), dropout_p)  # (N, H, T, P+T)
+    return w[..., :P] @ past_v + w[..., P:] @ v
+
+
 def temporal_mask(valid: torch.Tensor, t: int) -> torch.Tensor:
     """Who a new frame may attend to: visible cached frames and itself / earlier new frames.
 
@@ -261,20 +277,17 @@ class Attention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
         mask = None
-        k_all, v_all = k, v
         if temporal:
             pos = torch.arange(x.shape[1], device=x.device)  # (T,)
             if past_pos is not None:
                 pos = pos + past_pos
             q, k = rotary(q, pos), rotary(k, pos)
-            k_all = k
-            if past_k is not None:
-                k_all = torch.cat([past_k, k], dim=2)  # (N, H, P+T, hd)
-                v_all = torch.cat([past_v, v], dim=2)
+            if past_k is None:
+                mask = temporal_mask(torch.zeros(0, dtype=torch.bool, device=x.device), x.shape[1])
             else:
-                past_valid = torch.zeros(0, dtype=torch.bool, device=x.device)
-            mask = temporal_mask(past_valid, x.shape[1])  # (T, P+T)
-        out = attention(q, k_all, v_all, mask, self.dropout if self.training else 0.0)
+                out = cached_attention(q, k, v, past_k, past_v, past_valid, self.dropout if self.training else 0.0)
+                return self.proj(rearrange(out, "n h t d -> n t (h d)")), k, v
+        out = attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.proj(rearrange(out, "n h t d -> n t (h d)")), k, v
 
 
