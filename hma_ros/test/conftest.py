@@ -3,17 +3,10 @@ per test and an executor spun in a background thread."""
 
 import os
 import random
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-
-# `python -m pytest` from the repository root puts the root on sys.path, where the ament package
-# folder hma_ros/ (no __init__.py) shadows the Python package as a namespace package, and
-# hma_ros.data would resolve to the data folder hma_ros/data/. Put the package's parent first.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Keep DDS discovery on this machine and away from other test runs (../shared/ROS_FROM_PYPI.md).
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
