@@ -191,6 +191,9 @@ def test_bad_commands_name_the_key(world, tmp_path):
         pretrain.main([f"out_dir={tmp_path}", *args, "data.embodiments=[arm, ghost]"])
     with pytest.raises(SystemExit, match=r"model.preset: unknown preset"):
         pretrain.main([f"out_dir={tmp_path}", *args, "data.embodiments=[arm]", "model.preset=huge"])
+    changed = ["data.embodiments=[arm, pusher]", "steps=8", "model.overrides={depth: 3}"]
+    with pytest.raises(SystemExit, match=r"cannot resume: .* model config differs"):
+        pretrain.main([f"out_dir={world['pre']}", *args, *changed])  # its checkpoints have depth 2
     with pytest.raises(SystemExit, match=r"model.overrides.depth: cannot change the pre-trained architecture"):
         posttrain.main(
             [

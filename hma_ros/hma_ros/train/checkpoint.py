@@ -190,10 +190,14 @@ def save_training_checkpoint(
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
     _fsync_dir(staging)
-    if final.exists():  # a re-run of the same step: replace, never merge
-        shutil.rmtree(final)
+    old = None
+    if final.exists():  # a re-run of the same step: swap, never merge
+        old = final.parent / f"{_STAGING}old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
     os.replace(staging, final)
     _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     log.info("saved checkpoint %s", final)
     if keep_last:
         for _, old in list_checkpoints(out_dir)[:-keep_last]:

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from hma_ros.train.checkpoint import CheckpointError
 from hma_ros.train.config import ConfigError, TrainConfig, load_train_config
 from hma_ros.train.distributed import DistInfo, init_distributed, shutdown_distributed
 from hma_ros.train.trainer import Trainer
@@ -51,7 +52,10 @@ def run(
         except ConfigError as e:
             raise SystemExit(f"config error: {e}") from None
         if not args.no_resume:
-            trainer.resume(args.resume)
+            try:
+                trainer.resume(args.resume)
+            except CheckpointError as e:
+                raise SystemExit(f"cannot resume: {e}") from None
         if trainer.step >= cfg.steps:
             log.info("nothing to do: the checkpoint is at step %d of %d", trainer.step, cfg.steps)
             return {}

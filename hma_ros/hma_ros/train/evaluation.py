@@ -59,16 +59,16 @@ def held_out_loss(model: nn.Module, batches: Batches, ctx: EvalContext) -> dict[
     """Training loss on held-out windows per embodiment and setting (masks seeded per batch)."""
     out: dict[str, float] = {}
     for name, blist in batches.items():
-        per_setting = []
-        for setting in ctx.settings:
-            losses = []
-            for i, b in enumerate(blist):
+        losses: dict[str, list[float]] = {s: [] for s in ctx.settings}
+        for i, b in enumerate(blist):
+            prepared = ctx.prepare(b)  # tokenise once for every setting
+            for setting in ctx.settings:
                 torch.manual_seed(derive_seed(ctx.seed, "eval", name, setting, i))
-                loss, _ = model({**ctx.prepare(b), "setting": setting})
-                losses.append(float(loss))
-            out[f"loss/{name}/{setting}"] = float(np.mean(losses))
-            per_setting.append(out[f"loss/{name}/{setting}"])
-        out[f"loss/{name}"] = float(np.mean(per_setting))
+                loss, _ = model({**prepared, "setting": setting})
+                losses[setting].append(float(loss))
+        for setting, values in losses.items():
+            out[f"loss/{name}/{setting}"] = float(np.mean(values))
+        out[f"loss/{name}"] = float(np.mean([out[f"loss/{name}/{s}"] for s in ctx.settings]))
     if batches:
         out["loss"] = float(np.mean([out[f"loss/{n}"] for n in batches]))
     return out
