@@ -137,6 +137,15 @@ def test_graph_backend_commits_and_predicts_like_torch(exported):
             assert torch.equal(f_got, f_ref)
         else:  # DDIM with clipping amplifies 1e-6 trunk differences a little
             torch.testing.assert_close(f_got, f_ref, atol=1e-3, rtol=0)
+    # advance (commit frame t + predict t+1): fused in torch, composed in the graph backends.
+    out_ref = torch_be.advance(ref, f_ref[:2], action[:2], action[2:4], generator=torch.Generator().manual_seed(4))
+    out_got = ort_be.advance(ref, f_ref[:2], action[:2], action[2:4], generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out_got[0].k, out_ref[0].k, atol=1e-4, rtol=0)
+    assert int(out_got[0].pos) == int(out_ref[0].pos) == 4
+    if model.config.variant == "discrete":
+        assert torch.equal(out_got[1], out_ref[1])
+    else:
+        torch.testing.assert_close(out_got[1], out_ref[1], atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="step_action_dim"):
         ort_be.predict_next(ref, torch.zeros(1, 3))
 

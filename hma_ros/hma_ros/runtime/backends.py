@@ -4,7 +4,8 @@ A backend serves ONE embodiment of one model and does the two things the runner 
 
 * ``append_frames(cache, frames, actions_in)``: commit known frames into a ``KVCache``;
 * ``predict_next(cache, action, num_steps, temperature, order, generator)``: decode the next
-  frame in M unmasking steps (not committed) and read out the action that produced it.
+  frame in M unmasking steps (not committed) and read out the action that produced it;
+* ``advance(...)``: both at once, commit frame t and predict t+1 (fused in torch).
 
 ``TorchBackend`` is the model itself. The others run the exported per-frame step
 (``runtime/export.py``: ``step.onnx``, and ``diffusion.onnx`` for continuous models) and decode
@@ -73,6 +74,24 @@ class Backend(ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The frame (B,h,w[,C]) after the cache produced by action (B,A), and the action read-out (B,>=A)."""
 
+    def advance(
+        self,
+        cache: KVCache,
+        frame: torch.Tensor,
+        action_in: torch.Tensor,
+        action: torch.Tensor,
+        num_steps: int = 2,
+        temperature: float = 1.0,
+        order: str = "random",
+        generator: torch.Generator | None = None,
+    ) -> tuple[KVCache, torch.Tensor, torch.Tensor]:
+        """Commit ``frame`` (B,h,w[,C]) produced by ``action_in`` (B,A), then predict the frame
+        that ``action`` produces: (cache, next frame, read-out). Here ``append_frames`` +
+        ``predict_next`` (M + 1 trunk passes); the torch backend fuses them (``HMA.advance``, M)."""
+        cache = self.append_frames(cache, frame[:, None], action_in[:, None])
+        nxt, actions = self.predict_next(cache, action, num_steps, temperature, order, generator)
+        return cache, nxt, actions
+
 
 class TorchBackend(Backend):
     """The model itself, eager: the reference every other backend is tested against.
@@ -93,6 +112,19 @@ class TorchBackend(Backend):
     def predict_next(self, cache, action, num_steps=2, temperature=1.0, order="random", generator=None):
         action = self._wide(action)
         return self.model.predict_next(cache, action, self.embodiment, num_steps, temperature, order, generator)
+
+    def advance(self, cache, frame, action_in, action, num_steps=2, temperature=1.0, order="random", generator=None):
+        return self.model.advance(
+            cache,
+            frame,
+            self._wide(action_in),
+            self._wide(action),
+            self.embodiment,
+            num_steps,
+            temperature,
+            order,
+            generator,
+        )
 
 
 # ---------------------------------------------------------------------------------------
