@@ -297,3 +297,18 @@ def test_tensorboard_scalars_are_written(tmp_path, stand_in_io):
     assert any(t.startswith("train/loss/") for t in tags)
     assert math.isfinite(last["loss"])
     assert last["throughput/samples_per_s"] > 0
+
+
+def test_only_the_batch_embodiment_modules_move(tmp_path, stand_in_io):
+    trainer = tiny_setup(tmp_path, steps=1, tensorboard=False, optim={"weight_decay": 0.5, "warmup_steps": 0})
+    before = weights(trainer.model)
+    trainer.fit()
+    after = weights(trainer.model)
+    trained = trainer._loader().planner.plan(0).embodiment  # the embodiment of step 0
+    other = next(s.name for s in SPECS if s.name != trained)
+    for k in before:
+        moved = not torch.equal(before[k], after[k])
+        if f".{other}." in f".{k}":
+            assert not moved, k  # no gradient: no weight decay, no momentum step
+        elif k.startswith(("trunk.", f"stems.{trained}.")):
+            assert moved, k

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from hma_ros.train.cli import base_parser, run
 from hma_ros.train.config import ConfigError, TrainConfig
 from hma_ros.train.data import load_run_tokenizer, open_training_data, resolve_dataset, token_fields
 from hma_ros.train.distributed import DistInfo
+from hma_ros.train.params import TransferError, embodiment_prefixes, owner
 from hma_ros.train.pretrain import check_images
 from hma_ros.train.trainer import Trainer
 
@@ -40,35 +40,6 @@ log = logging.getLogger(__name__)
 
 #: HMAConfig fields a post-training run may change: none of them changes a weight's shape.
 POSTTRAIN_OVERRIDABLE = ("dropout", "min_mask_ratio", "diff_sample_steps", "diff_clip")
-
-
-class TransferError(RuntimeError):
-    """Pre-trained weights do not fit the post-training model; the message lists the keys."""
-
-
-def embodiment_prefixes(model: nn.Module) -> dict[str, str]:
-    """``{"stems.franka.": "franka", ...}``: every per-embodiment module's parameter prefix.
-
-    A per-embodiment module is an entry of an ``nn.ModuleDict`` keyed by exactly the
-    config's embodiment names (STYLE §3: stems, heads and modulations are built that way).
-    """
-    names = set(model.config.embodiment_names)
-    out = {}
-    for path, m in model.named_modules():
-        if isinstance(m, nn.ModuleDict) and set(m.keys()) == names:
-            for name in names:
-                out[f"{path}.{name}." if path else f"{name}."] = name
-    if not out:
-        raise TransferError(f"{type(model).__name__} has no ModuleDict keyed by its embodiments {sorted(names)}")
-    return out
-
-
-def owner(key: str, prefixes: Mapping[str, str]) -> str | None:
-    """The embodiment that owns a state-dict key, or ``None`` for a trunk key."""
-    for prefix, name in prefixes.items():
-        if key.startswith(prefix):
-            return name
-    return None
 
 
 def _summary(keys: list[str], limit: int = 8) -> str:

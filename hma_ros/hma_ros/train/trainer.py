@@ -33,6 +33,7 @@ from hma_ros.train.config import TrainConfig, save_train_config
 from hma_ros.train.distributed import DistInfo, all_reduce_mean, barrier
 from hma_ros.train.evaluation import EvalContext, build_eval_hooks, eval_batches
 from hma_ros.train.optim import build_optimizer, lr_at
+from hma_ros.train.params import embodiment_parameters
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Trainer:
         # forward runs every stem on the batch's actions (it fails on narrower ones).
         self.collate = MixtureCollate(model.config, pad_to_config=True)
         self.optimizer = build_optimizer(self.model, config.optim)
+        self.embodiment_params = embodiment_parameters(self.model)
         self.eval_hooks = dict(eval_hooks) if eval_hooks is not None else build_eval_hooks(config.eval.hooks)
         self.out_dir = Path(config.out_dir)
         self.step = 0
@@ -238,6 +240,15 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (embodiment {emb})")
         loss.backward()
+        # An embodiment's modules update only on its own batches. HMA runs every stem on
+        # every sample, so absent embodiments get zero gradients, and AdamW would still move
+        # them (weight decay, momentum); a None gradient makes AdamW skip them. The batch's
+        # embodiments are the same on every rank, so ranks stay identical.
+        present = {self.config_embodiment_name(i) for i in batch["embodiment"].unique().tolist()}
+        for name, params in self.embodiment_params.items():
+            if name not in present:
+                for p in params:
+                    p.grad = None
         clip = cfg.optim.grad_clip
         gnorm = torch.nn.utils.clip_grad_norm_(trainable, clip) if clip > 0 else torch.zeros(())
         self.optimizer.step()
