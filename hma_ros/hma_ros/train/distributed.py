@@ -74,12 +74,3 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t)
     t /= info.world_size
     return dict(zip(keys, t.tolist(), strict=True))
-
-
-def broadcast_object(obj: object, info: DistInfo) -> object:
-    """Rank 0's ``obj`` on every process."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
