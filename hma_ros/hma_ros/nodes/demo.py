@@ -413,9 +413,9 @@ def rollout_once(
 
 
 def setup_logging() -> None:
-    """Progress on stdout, warnings and errors on stderr, plain lines."""
-    if log.handlers:
-        return
+    """Progress on stdout, warnings and errors on stderr, plain lines (the streams of this call)."""
+    for h in list(log.handlers):
+        log.removeHandler(h)
     out = logging.StreamHandler(sys.stdout)
     out.addFilter(lambda record: record.levelno < logging.WARNING)
     err = logging.StreamHandler(sys.stderr)
