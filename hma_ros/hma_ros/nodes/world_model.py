@@ -11,7 +11,9 @@ buffers of a :class:`StepAssembler` under ``_lock`` (held for a few microseconds
 prediction timer and the rollout service run in their own mutually exclusive callback groups
 on a MultiThreadedExecutor; the runner is not assumed thread-safe, so model calls are
 serialised by ``_model_lock``: a tick that finds the model busy with a rollout is skipped (and
-counted), a rollout waits up to ``rollout_wait`` seconds for a running tick.
+counted), a rollout waits up to ``rollout_wait`` seconds for a running tick. A tick runs as soon
+as the camera callback cuts a 2 Hz step (a guard condition), so a prediction is published the
+model's compute time after its camera frame, and on the 2 Hz timer for steps a skipped tick left.
 
     python -m hma_ros.nodes.world_model --ros-args -p robot:=franka -p autostart:=true
 """
@@ -97,6 +99,7 @@ class WorldModelNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._timers: list[Any] = []
+        self._step_ready = None  # guard condition: wakes _on_tick as soon as a step is cut
         self._service = None
         self._reset_state()
 
@@ -194,6 +197,9 @@ class WorldModelNode(LifecycleNode):
                 JointState, robot.action.topic, self._on_action, 50, callback_group=self._input_group
             ),
         ]
+        # A cut step wakes the prediction at once (the camera->prediction delay is the model's
+        # time, not up to a timer period more); the 2 Hz timer picks up steps a busy tick left.
+        self._step_ready = self.create_guard_condition(self._on_tick, callback_group=self._predict_group)
         self._timers = [
             self.create_timer(STEP_PERIOD, self._on_tick, callback_group=self._predict_group),
             self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics),
@@ -233,7 +239,9 @@ class WorldModelNode(LifecycleNode):
             self.destroy_timer(timer)
         if self._service is not None:
             self.destroy_service(self._service)
-        self._subs, self._timers, self._service = [], [], None
+        if self._step_ready is not None:
+            self.destroy_guard_condition(self._step_ready)
+        self._subs, self._timers, self._service, self._step_ready = [], [], None, None
 
     def _release_configured(self) -> None:
         for pub in self._pubs.values():
@@ -294,6 +302,8 @@ class WorldModelNode(LifecycleNode):
             self.counters.steps_dropped += MAX_QUEUED_STEPS
             step = Step(step.stamp, step.frame, None)
         self._steps.append(step)
+        if self._step_ready is not None:
+            self._step_ready.trigger()
 
     def _on_action(self, msg: JointState) -> None:
         try:
@@ -328,11 +338,20 @@ class WorldModelNode(LifecycleNode):
 
     # -- 2 Hz prediction --------------------------------------------------------------------
     def _on_tick(self) -> None:
-        """2 Hz (node clock): feed the queued steps to the runner, then predict from the newest."""
+        """On a cut step (and at 2 Hz): feed the queued steps to the runner, then predict from the newest.
+
+        Steps cut while a tick runs are predicted right after it: a guard condition triggered
+        while this callback group is busy may be consumed without a call.
+        """
+        while self._tick():
+            pass
+
+    def _tick(self) -> bool:
+        """One observe + predict; True if more steps were queued meanwhile."""
         if not self._model_lock.acquire(blocking=False):  # a rollout is running: steps wait
             with self._lock:
                 self.counters.ticks_model_busy += 1
-            return
+            return False
         try:
             with self._lock:
                 self.counters.ticks += 1
@@ -341,12 +360,12 @@ class WorldModelNode(LifecycleNode):
                 if not steps:
                     self.counters.ticks_no_new_step += 1
             if not steps or self.runner is None:
-                return
+                return False
             t0 = time.perf_counter()
             for step in steps:  # action_before None starts a new context inside the runner
                 self.runner.observe(step.frame, step.action_before, step.stamp)
             if not self.runner.ready:
-                return
+                return False
             horizon = self._param("horizon")
             if hasattr(self.runner, "num_steps"):
                 self.runner.num_steps = self._param("num_steps")
@@ -356,12 +375,12 @@ class WorldModelNode(LifecycleNode):
             with self._lock:
                 self.counters.prediction_errors += 1
             self.get_logger().warning(f"prediction skipped: {e}", throttle_duration_sec=5.0)
-            return
+            return False
         except Exception as e:  # noqa: BLE001 - keep serving; the error is reported, throttled
             with self._lock:
                 self.counters.prediction_errors += 1
             self.get_logger().error(f"prediction failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
-            return
+            return False
         finally:
             self._model_lock.release()
         with self._lock:
@@ -369,6 +388,8 @@ class WorldModelNode(LifecycleNode):
             self._latencies.append(latency)
             self._prediction_times.append(time.monotonic())
         self._publish_prediction(steps[-1].stamp, steps[-1].frame, prediction, horizon)
+        with self._lock:
+            return bool(self._steps)
 
     def _publish_prediction(self, stamp: float, observed: np.ndarray, prediction: Any, horizon: int) -> None:
         robot = self.robot
