@@ -340,18 +340,13 @@ class WorldModelNode(LifecycleNode):
     def _on_tick(self) -> None:
         """On a cut step (and at 2 Hz): feed the queued steps to the runner, then predict from the newest.
 
-        Steps cut while a tick runs are predicted right after it: a guard condition triggered
-        while this callback group is busy may be consumed without a call.
+        A step cut while a tick runs triggers the guard condition again; the executor keeps
+        that trigger until this callback group is free, so the next tick follows at once.
         """
-        while self._tick():
-            pass
-
-    def _tick(self) -> bool:
-        """One observe + predict; True if more steps were queued meanwhile."""
         if not self._model_lock.acquire(blocking=False):  # a rollout is running: steps wait
             with self._lock:
                 self.counters.ticks_model_busy += 1
-            return False
+            return
         try:
             with self._lock:
                 self.counters.ticks += 1
@@ -360,12 +355,12 @@ class WorldModelNode(LifecycleNode):
                 if not steps:
                     self.counters.ticks_no_new_step += 1
             if not steps or self.runner is None:
-                return False
+                return
             t0 = time.perf_counter()
             for step in steps:  # action_before None starts a new context inside the runner
                 self.runner.observe(step.frame, step.action_before, step.stamp)
             if not self.runner.ready:
-                return False
+                return
             horizon = self._param("horizon")
             if hasattr(self.runner, "num_steps"):
                 self.runner.num_steps = self._param("num_steps")
@@ -375,12 +370,12 @@ class WorldModelNode(LifecycleNode):
             with self._lock:
                 self.counters.prediction_errors += 1
             self.get_logger().warning(f"prediction skipped: {e}", throttle_duration_sec=5.0)
-            return False
+            return
         except Exception as e:  # noqa: BLE001 - keep serving; the error is reported, throttled
             with self._lock:
                 self.counters.prediction_errors += 1
             self.get_logger().error(f"prediction failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
-            return False
+            return
         finally:
             self._model_lock.release()
         with self._lock:
@@ -388,8 +383,6 @@ class WorldModelNode(LifecycleNode):
             self._latencies.append(latency)
             self._prediction_times.append(time.monotonic())
         self._publish_prediction(steps[-1].stamp, steps[-1].frame, prediction, horizon)
-        with self._lock:
-            return bool(self._steps)
 
     def _publish_prediction(self, stamp: float, observed: np.ndarray, prediction: Any, horizon: int) -> None:
         robot = self.robot
