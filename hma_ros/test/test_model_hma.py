@@ -320,3 +320,52 @@ def test_candidates_with_their_own_first_action():
     assert torch.equal(outs[0].frames, outs[1].frames)
     one = model.generate(ctx, ca[1:2], fa[1:2], "arm", generator=torch.Generator().manual_seed(0))
     assert one.frames.shape == (1, 2, 4, 4)
+
+
+def test_narrow_embodiment_needs_only_its_own_action_width():
+    # A batch of the narrow robot (step width 2) next to a wide one (6): its actions need not
+    # be padded to 6 by the caller, and the result is that of the zero-padded call.
+    narrow = EmbodimentSpec("gripper", 1, 4.0)  # stride 2 -> step dim 2
+    wide = EmbodimentSpec("arm6", 3, 4.0)  # stride 2 -> step dim 6
+    torch.manual_seed(0)
+    model = HMA(make_config("hma_tiny", (wide, narrow)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    x, a = frames("discrete", 2, 4), torch.randn(2, 4, 2)
+    a[1, 2] = float("nan")  # an unknown action stays unknown after padding
+    pad = torch.nn.functional.pad(a, (0, 4))
+    emb = torch.ones(2, dtype=torch.long)
+
+    def loss(actions):
+        torch.manual_seed(3)
+        key = {"tokens": x, "actions": torch.nan_to_num(actions), "embodiment": emb, "setting": "full"}
+        return model(key)[0]
+
+    assert torch.equal(loss(a), loss(pad))
+    assert torch.equal(model.outputs(x, a, "gripper")["hidden"], model.outputs(x, pad, "gripper")["hidden"])
+
+    def gen(actions):
+        g = torch.Generator().manual_seed(5)
+        return model.generate(x[:1, :3], actions[:1, :3], actions[:, 3:], "gripper", generator=g)
+
+    g_narrow, g_pad = gen(a), gen(pad)
+    assert torch.equal(g_narrow.frames, g_pad.frames)
+    assert g_narrow.actions.shape == (2, 2, 2)
+    assert torch.equal(g_narrow.actions, g_pad.actions[..., :2])
+    cache = model.append_frames(model.init_cache(1), x[:1, :2], a[:1, :2], "gripper")
+    assert torch.equal(cache.k, model.append_frames(model.init_cache(1), x[:1, :2], pad[:1, :2], "gripper").k)
+    nxt = [model.predict_next(cache, b[:1, 2], "gripper", generator=torch.Generator().manual_seed(1)) for b in (a, pad)]
+    assert torch.equal(nxt[0][0], nxt[1][0])
+    adv = [
+        model.advance(cache, x[:1, 2], b[:1, 2], b[:1, 3], "gripper", generator=torch.Generator().manual_seed(1))
+        for b in (a, pad)
+    ]
+    assert torch.equal(adv[0][0].k, adv[1][0].k)
+    assert torch.equal(adv[0][1], adv[1][1])
+    # Too narrow for the embodiment is still refused, naming the width it needs.
+    with pytest.raises(ValueError, match="step_action_dim=2"):
+        model.predict_next(cache, torch.randn(1, 1), "gripper")
+    with pytest.raises(ValueError, match="step_action_dim=6"):
+        model.predict_next(cache, torch.randn(1, 2), "arm6")

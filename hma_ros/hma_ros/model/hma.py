@@ -624,10 +624,10 @@ class HMA(nn.Module):
         if int(emb.min()) < 0 or int(emb.max()) >= len(c.embodiments):
             raise ValueError(f"embodiment indices must be in [0, {len(c.embodiments)}), got {emb.tolist()}")
         actions = batch["actions"]
-        need = max(c.embodiments[i].step_action_dim for i in emb.unique().tolist())
-        self._check_actions(actions, "actions", need, allow_nan=False)
+        self._check_actions(actions, "actions", self._need_width(emb), allow_nan=False)
         if actions.shape[:2] != (B, T):
             raise ValueError(f"actions must be (B, T, A) = ({B}, {T}, A), got {tuple(actions.shape)}")
+        actions = self._pad_actions(actions)  # (B, T, max(A, max_step_dim))
 
         device = frames.device
         inputs = frames.flatten(2, 3)  # (B, T, S[, C])
@@ -681,8 +681,9 @@ class HMA(nn.Module):
         if token_mask is None:
             token_mask = torch.zeros(B, T, self.num_image_tokens, dtype=torch.bool, device=frames.device)
         emb = self._embodiment_tensor(embodiment, B, frames.device)
+        self._check_actions(prev_actions, "prev_actions", self._need_width(emb), allow_nan=True)
         is_first = torch.arange(T, device=frames.device) == 0
-        h, readout, _, _ = self._forward_frames(inputs, token_mask, prev_actions, is_first, emb)
+        h, readout, _, _ = self._forward_frames(inputs, token_mask, self._pad_actions(prev_actions), is_first, emb)
         out = {"hidden": h, "actions": self._actions_out(readout, self._selection(emb), raw=True)}
         if self.config.variant == "discrete":
             out["logits"] = self._token_logits(h)
@@ -692,6 +693,16 @@ class HMA(nn.Module):
         if isinstance(embodiment, torch.Tensor):
             return embodiment.to(device)
         return torch.full((batch_size,), self._embodiment_index(embodiment), dtype=torch.long, device=device)
+
+    def _need_width(self, emb: torch.Tensor) -> int:
+        """Step-action width the batch's widest embodiment reads. emb (B,) long."""
+        return max((self.config.embodiments[i].step_action_dim for i in emb.unique().tolist()), default=1)
+
+    def _pad_actions(self, a: torch.Tensor) -> torch.Tensor:
+        """(..., A) -> (..., max(A, max_step_dim)): zeros on the right. Every stem reads the whole
+        batch (one static loop serves mixed batches and the export), so a batch of a narrow
+        robot must still be as wide as the widest one; NaN (unknown) rows stay unknown."""
+        return F.pad(a, (0, max(0, self.max_step_dim - a.shape[-1])))
 
     def init_cache(self, batch_size: int = 1, device=None, dtype=None) -> KVCache:
         """An empty temporal cache with ``max_frames - 1`` slots per layer."""
@@ -731,11 +742,12 @@ class HMA(nn.Module):
         B, T = frames.shape[:2]
         if cache.valid.shape[0] < T:
             raise ValueError(f"can append at most max_frames-1={cache.valid.shape[0]} frames at once, got {T}")
+        emb = self._embodiment_tensor(embodiment, B, frames.device)
         if actions_in is None:
             actions_in = torch.full((B, T, self.max_step_dim), float("nan"), device=frames.device)
-        self._check_actions(actions_in, "actions_in", 1, allow_nan=True)
+        self._check_actions(actions_in, "actions_in", self._need_width(emb), allow_nan=True)
+        actions_in = self._pad_actions(actions_in)
         cache = cache.expand(B)
-        emb = self._embodiment_tensor(embodiment, B, frames.device)
         mask = torch.zeros(B, T, self.num_image_tokens, dtype=torch.bool, device=frames.device)
         is_first = (torch.arange(T, device=frames.device) == 0) & ~cache.valid.any()
         _, _, k, v = self._forward_frames(frames.flatten(2, 3), mask, actions_in, is_first, emb, cache)
@@ -800,10 +812,12 @@ class HMA(nn.Module):
         self._check_sampling(num_steps, temperature, order)
         self._check_frames(frame, "frame", with_time=False)
         B = frame.shape[0]
-        self._check_actions(action_in[:, None], "action_in", 1, allow_nan=True)
-        self._check_actions(action[:, None], "action", 1, allow_nan=True)
-        cache = cache.expand(B)
         emb = self._embodiment_tensor(embodiment, B, frame.device)
+        need = self._need_width(emb)
+        self._check_actions(action_in[:, None], "action_in", need, allow_nan=True)
+        self._check_actions(action[:, None], "action", need, allow_nan=True)
+        action_in, action = self._pad_actions(action_in), self._pad_actions(action)
+        cache = cache.expand(B)
         state: dict = {}
         fn = self._fused_commit_fn(cache, frame, action_in, action, emb, state)
         nxt, readout = self._sample_frame(fn, B, frame.device, num_steps, temperature, order, generator)
@@ -877,9 +891,10 @@ class HMA(nn.Module):
         """
         self._check_sampling(num_steps, temperature, order)
         B = action.shape[0]
-        self._check_actions(action[:, None], "action", 1, allow_nan=True)
-        cache = cache.expand(B)
         emb = self._embodiment_tensor(embodiment, B, action.device)
+        self._check_actions(action[:, None], "action", self._need_width(emb), allow_nan=True)
+        action = self._pad_actions(action)
+        cache = cache.expand(B)
 
         def fn(x, mask):
             h, readout, _, _ = self.step(x, mask, action, emb, cache)
@@ -933,7 +948,8 @@ class HMA(nn.Module):
             if b not in (1, N):
                 raise ValueError(f"{name} batch must be 1 or N={N} (the candidates), got {b}")
         W = c.max_frames - 1
-        context, context_actions = context[:, -W:], context_actions[:, -W:]
+        context, context_actions = context[:, -W:], self._pad_actions(context_actions[:, -W:])
+        future_actions = self._pad_actions(future_actions)
         device = context.device
         # prev[t] = the action that produced frame t (row 0 unused): the model's alignment.
         ctx_prev = torch.cat([torch.full_like(context_actions[:, :1], float("nan")), context_actions[:, :-1]], 1)

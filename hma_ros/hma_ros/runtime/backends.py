@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hma_ros.model.diffusion import DiffusionHead
 from hma_ros.model.hma import HMA, KVCache
@@ -96,34 +95,20 @@ class Backend(ABC):
 class TorchBackend(Backend):
     """The model itself, eager: the reference every other backend is tested against.
 
-    Actions are zero-padded to the model's widest embodiment first: every stem reads the
-    batch (mixed-batch contract), so a robot narrower than another of the same model would
-    otherwise fail in the wider one's stem.
+    Actions are this embodiment's width; the model pads them for its wider robots' stems.
     """
 
     name = "torch"
 
-    def _wide(self, a: torch.Tensor | None) -> torch.Tensor | None:
-        return None if a is None else F.pad(a, (0, max(0, self.model.max_step_dim - a.shape[-1])))
-
     def append_frames(self, cache, frames, actions_in):
-        return self.model.append_frames(cache, frames, self._wide(actions_in), self.embodiment)
+        return self.model.append_frames(cache, frames, actions_in, self.embodiment)
 
     def predict_next(self, cache, action, num_steps=2, temperature=1.0, order="random", generator=None):
-        action = self._wide(action)
         return self.model.predict_next(cache, action, self.embodiment, num_steps, temperature, order, generator)
 
     def advance(self, cache, frame, action_in, action, num_steps=2, temperature=1.0, order="random", generator=None):
         return self.model.advance(
-            cache,
-            frame,
-            self._wide(action_in),
-            self._wide(action),
-            self.embodiment,
-            num_steps,
-            temperature,
-            order,
-            generator,
+            cache, frame, action_in, action, self.embodiment, num_steps, temperature, order, generator
         )
 
 
