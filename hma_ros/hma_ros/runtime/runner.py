@@ -292,17 +292,21 @@ class WorldModelRunner:
     # -- internals --------------------------------------------------------------------------
     def _roll(self, cache: KVCache, actions: torch.Tensor, num_steps: int, generator: torch.Generator):
         """Frame-by-frame generation after ``cache`` for actions (N, H, A) (NaN = unknown):
-        returns tokens (N, H, h, w[, C]) and the action head's read-outs (N, H, A)."""
+        returns tokens (N, H, h, w[, C]) and the action head's read-outs (N, H, A).
+
+        Each predicted frame is committed inside the first decoding pass of the next one
+        (``Backend.advance``): M trunk passes per frame instead of M + 1. Committing draws no
+        random numbers, so a seed makes the same choices as predict + append would (up to
+        float rounding of the fused pass)."""
         backend = self.backend
         N, H, A = actions.shape
-        cache = cache.expand(N)
-        frames, reads = [], []
-        for t in range(H):
-            frame, read = backend.predict_next(cache, actions[:, t], num_steps, self.temperature, self.order, generator)
+        sampling = (num_steps, self.temperature, self.order, generator)
+        frame, read = backend.predict_next(cache.expand(N), actions[:, 0], *sampling)
+        frames, reads = [frame], [read[:, :A]]
+        for t in range(1, H):
+            cache, frame, read = backend.advance(cache.expand(N), frame, actions[:, t - 1], actions[:, t], *sampling)
             frames.append(frame)
             reads.append(read[:, :A])
-            if t + 1 < H:
-                cache = backend.append_frames(cache, frame[:, None], actions[:, t : t + 1])
         return torch.stack(frames, 1), torch.stack(reads, 1)
 
     def _context_cache(self, frames: np.ndarray, actions: np.ndarray) -> KVCache:
