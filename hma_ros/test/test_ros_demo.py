@@ -82,7 +82,7 @@ def test_demo_writes_video_strip_and_json(tmp_path, tiny_franka_checkpoint, caps
     assert 0 < lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 10_000
     assert 0.5 < summary["prediction_rate_hz"] < 4
     assert summary["inputs"]["camera_messages"] >= 40  # 10 Hz
-    assert summary["inputs"]["camera_frames_lost"] <= 2
+    assert summary["inputs"]["camera_frames_lost"] <= 5  # best-effort camera QoS on a loaded machine
     psnr = summary["psnr_db"]
     assert len(psnr["model"]) == 3
     assert psnr["pairs"][0] >= n - 2
