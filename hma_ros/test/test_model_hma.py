@@ -2,13 +2,14 @@
 
 import dataclasses
 import itertools
+import math
 import re
 
 import pytest
 import torch
 
 from hma_ros.model import ACTION_CONDITIONINGS, HMA, SETTINGS, EmbodimentSpec, make_config
-from hma_ros.model.hma import gumbel_sample, patchify_latents, unmask_schedule, unpatchify_latents
+from hma_ros.model.hma import Rotary, gumbel_sample, patchify_latents, unmask_schedule, unpatchify_latents
 
 EMBS = (
     EmbodimentSpec("arm", 3, 6.0, action_mean=(0.5, -1.0, 2.0), action_std=(2.0, 0.5, 1.0)),  # stride 3, 9
@@ -304,6 +305,26 @@ def test_cache_is_invariant_to_absolute_position():
         cache = model.append_frames(cache, x[:, :3], prev[:, :3], "arm")
         outs.append(model.step(x[:, 3].flatten(1, 2), mask, prev[:, 3], emb, cache)[0])
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+
+
+def test_rotary_is_exact_at_large_positions_in_float32():
+    # The digit tables give the float64 rotation to float32 precision at any frame index
+    # (where pos * freq in float32 would be off by radians), bit-exactly below 16.
+    rot = Rotary(32)
+    pos = torch.tensor([0, 3, 15, 16, 255, 10**6, 10**6 + 7, 2**31 + 12345])
+    x = torch.randn(len(pos), 32, dtype=torch.float64)
+    freqs = 10000.0 ** (-torch.arange(16, dtype=torch.float64) / 16)
+    ang = torch.remainder(pos.double()[:, None] * freqs, 2 * math.pi)
+    x1, x2 = x[:, :16], x[:, 16:]
+    ref = torch.cat([x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()], dim=-1)
+    got = rot(x.float(), pos)
+    torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=0)
+    cos, sin = ang[:3].cos().float(), ang[:3].sin().float()
+    xf1, xf2 = x[:3, :16].float(), x[:3, 16:].float()
+    assert torch.equal(got[:3], torch.cat([xf1 * cos - xf2 * sin, xf1 * sin + xf2 * cos], dim=-1))
+    # Positive control: the naive float32 angle is far off at 10^6 frames.
+    naive = pos[5].float() * freqs.float()
+    assert (torch.remainder(naive.double(), 2 * math.pi) - ang[5]).abs().max() > 1e-3
 
 
 def test_candidates_with_their_own_first_action():

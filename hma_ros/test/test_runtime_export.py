@@ -106,6 +106,26 @@ def test_step_graph_equals_torch_step(exported, filled):
             np.testing.assert_array_equal(moved[0][0], got[0][0])  # row 0's action is unknown (NaN)
 
 
+def test_graphs_have_no_float64(exported):
+    """TensorRT has no float64: no double input, output, initializer, constant, cast or
+    intermediate tensor (rotary angles and the NaN-action test stay in float32)."""
+    onnx = pytest.importorskip("onnx")
+    _, _, folder, meta = exported
+    double = onnx.TensorProto.DOUBLE
+    for graph in meta["graphs"].values():
+        g = onnx.shape_inference.infer_shapes(onnx.load(str(folder / graph["file"]))).graph
+        values = [*g.input, *g.output, *g.value_info]
+        bad = [v.name for v in values if v.type.tensor_type.elem_type == double]
+        bad += [i.name for i in g.initializer if i.data_type == double]
+        for n in g.node:
+            attrs = {a.name: a for a in n.attribute}
+            if n.op_type == "Cast" and attrs["to"].i == double:
+                bad.append(n.name)
+            if n.op_type == "Constant" and "value" in attrs and attrs["value"].t.data_type == double:
+                bad.append(n.name)
+        assert not bad, f"{graph['file']}: float64 in {bad[:5]}"
+
+
 def test_check_export_and_diffusion_graph(exported):
     _, model, folder, _ = exported
     diffs = ex.check_export(folder, model, "arm")

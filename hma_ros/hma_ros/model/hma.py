@@ -38,20 +38,47 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding (Su et al. 2021) on the last axis. x (..., T, hd), pos (T,).
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021) on the last axis, exact at any frame index.
 
-    Attention scores then depend only on position differences, so a sliding temporal
-    window can run past the training length without new position parameters. Angles are
-    formed in float64 and wrapped to [0, 2 pi), so absolute frame indices of a long-running
-    cache (days at 2 Hz) keep full float32 precision.
+    Attention scores then depend only on position differences, so a sliding temporal window
+    can run past the training length without new position parameters. A long-running cache
+    has large absolute indices (10^6 frames = 6 days at 2 Hz), where ``pos * freq`` in float32
+    loses the angle entirely, and TensorRT has no float64. So the angle is never formed: the
+    index is split into base-16 digits, and the rotation is the product of one rotation per
+    digit, looked up in tables of cos/sin(d * 16^j * freq mod 2 pi) made once in float64.
+    Indices below 16 read a single table entry (the same numbers as the float64 formula);
+    larger ones add ~1 float32 ulp per digit place. Indices wrap at 16^8 = 2^32 frames
+    (68 years at 2 Hz). Buffers are rebuilt from the head width, never saved.
     """
-    half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)  # (half,)
-    ang = torch.remainder(pos.to(torch.float64)[:, None] * freqs[None], 2 * math.pi)  # (T, half)
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+    RADIX, PLACES = 16, 8
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        half = head_dim // 2
+        freqs = base ** (-torch.arange(half, dtype=torch.float64) / half)  # (half,)
+        place = self.RADIX ** torch.arange(self.PLACES, dtype=torch.float64)  # (PLACES,)
+        scale = place[:, None] * torch.arange(self.RADIX, dtype=torch.float64)  # (PLACES, RADIX): d * 16^j
+        ang = torch.remainder(scale[..., None] * freqs, 2 * math.pi).reshape(-1, half)  # (PLACES * RADIX, half)
+        self.register_buffer("cos_table", ang.cos().float(), persistent=False)
+        self.register_buffer("sin_table", ang.sin().float(), persistent=False)
+        powers = self.RADIX ** torch.arange(self.PLACES, dtype=torch.long)
+        self.register_buffer("powers", powers, persistent=False)  # (PLACES,)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x (..., T, hd), pos (T,) long, >= 0."""
+        q = torch.div(pos[:, None], self.powers, rounding_mode="floor")  # (T, PLACES)
+        digits = q - self.RADIX * torch.div(q, self.RADIX, rounding_mode="floor")  # (T, PLACES)
+        idx = digits + self.RADIX * torch.arange(self.PLACES, device=pos.device)  # rows of the tables
+        cos_j, sin_j = self.cos_table[idx], self.sin_table[idx]  # (T, PLACES, half)
+        cos, sin = cos_j[:, 0], sin_j[:, 0]
+        for j in range(1, self.PLACES):  # angle sum: rotate by each digit's angle in turn
+            cos, sin = cos * cos_j[:, j] - sin * sin_j[:, j], sin * cos_j[:, j] + cos * sin_j[:, j]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, half)
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 def attention(
@@ -252,7 +279,7 @@ class RMSNorm(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with optional QK RMS-norm and rotary positions."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, dropout: float):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, dropout: float, rotary: bool = False):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
@@ -260,6 +287,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.q_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
+        self.rotary = Rotary(head_dim) if rotary else None  # temporal attention; no parameters
         self.dropout = dropout
 
     def forward(
@@ -281,7 +309,7 @@ class Attention(nn.Module):
             pos = torch.arange(x.shape[1], device=x.device)  # (T,)
             if past_pos is not None:
                 pos = pos + past_pos
-            q, k = rotary(q, pos), rotary(k, pos)
+            q, k = self.rotary(q, pos), self.rotary(k, pos)
             if past_k is None:
                 mask = temporal_mask(torch.zeros(0, dtype=torch.bool, device=x.device), x.shape[1])
             else:
@@ -331,7 +359,7 @@ class HMABlock(nn.Module):
             self.norm_cross = nn.LayerNorm(D)
             self.cross = CrossAttention(D, config.num_heads)
         self.norm2 = nn.LayerNorm(D)
-        self.temporal = Attention(D, config.num_heads, config.qk_norm, config.dropout)
+        self.temporal = Attention(D, config.num_heads, config.qk_norm, config.dropout, rotary=True)
         self.norm3 = nn.LayerNorm(D)
         hidden = int(D * config.mlp_ratio)
         self.mlp = nn.Sequential(
@@ -465,8 +493,11 @@ class HMA(nn.Module):
         Every embodiment's stem runs on the batch and each sample keeps its own (a static
         loop, no data-dependent shapes: mixed batches and the exported step share it).
         """
-        known = torch.isfinite(prev_actions).all(dim=-1, keepdim=True)  # (B, T, 1)
-        a = torch.nan_to_num(prev_actions, nan=0.0, posinf=0.0, neginf=0.0)
+        # isfinite / nan_to_num export through float64 casts (TorchScript exporter), which
+        # TensorRT rejects; |a| < inf is the same test in the input's own dtype.
+        finite = prev_actions.abs() < float("inf")  # (B, T, A), False for NaN and +-inf
+        known = finite.all(dim=-1, keepdim=True)  # (B, T, 1)
+        a = torch.where(finite, prev_actions, 0.0)
         cond = torch.zeros(*a.shape[:2], self.config.dim, device=a.device, dtype=self.no_action.dtype)
         for i, stem in enumerate(self.stems.values()):
             cond = torch.where(sel[i][:, None, None], stem(a.to(cond.dtype)), cond)  # (B, T, D)
