@@ -110,18 +110,22 @@ class DiffusionHead(nn.Module):
         num_steps: int,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        net=None,
     ) -> torch.Tensor:
         """DDIM (eta = 0) from noise scaled by ``temperature``. z (N, D) -> x0 (N, C).
 
-        The step count is a Python int, so the loop unrolls to a fixed graph.
+        ``net(x_t (N,C), t (N,) long, z (N,D)) -> eps (N,C)`` replaces ``self.net`` (an exported
+        graph): the noise, schedule and clipping stay these. The step count is a Python int,
+        so the loop unrolls to a fixed graph.
         """
+        net = self.net if net is None else net
         n = z.shape[0]
         x = torch.randn(n, self.token_dim, generator=generator, device=z.device, dtype=z.dtype) * temperature
         ts = torch.linspace(self.train_steps - 1, 0, num_steps).round().long().tolist()
         for i, t in enumerate(ts):
             a = self.alphas_cumprod[t].to(z.dtype)
             a_prev = self.alphas_cumprod[ts[i + 1]].to(z.dtype) if i + 1 < len(ts) else torch.ones_like(a)
-            eps = self.net(x, torch.full((n,), t, device=z.device), z)
+            eps = net(x, torch.full((n,), t, device=z.device), z)
             x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-self.clip, self.clip)  # per-step clipping
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt()  # re-derived so the step stays consistent
             x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps

@@ -566,6 +566,10 @@ class HMA(nn.Module):
     def _token_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
         return [head(h) for head in self.token_head]  # per factor (..., f_i)
 
+    def _heads(self, h: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+        """What the sampler reads: logits per factor (discrete) or the hidden tokens (continuous)."""
+        return self._token_logits(h) if self.config.variant == "discrete" else h
+
     # --- validation of public inputs ---
 
     def _check_frames(self, x: torch.Tensor, name: str, with_time: bool = True) -> None:
@@ -815,9 +819,9 @@ class HMA(nn.Module):
                     visible,
                 )
                 state["cache"] = cache.push(k[..., :1, :], v[..., :1, :])
-                return h[:, 1], readout[:, 1]
+                return self._heads(h[:, 1]), readout[:, 1]
             h, readout, _, _ = self.step(x, mask, action, emb, state["cache"])
-            return h, readout
+            return self._heads(h), readout
 
         return fn
 
@@ -856,12 +860,25 @@ class HMA(nn.Module):
         actions = self._actions_out(readout[:, None], self._selection(emb), raw=True)[:, 0]
         return state["cache"], nxt.reshape(B, c.tokens_h, c.tokens_w, *nxt.shape[2:]), actions
 
-    def _sample_frame(self, fn, batch_size: int, device, num_steps: int, temperature: float, order: str, generator):
+    def _sample_frame(
+        self,
+        fn,
+        batch_size: int,
+        device,
+        num_steps: int,
+        temperature: float,
+        order: str,
+        generator,
+        diffusion_net=None,
+    ):
         """Masked decoding of one frame in ``num_steps`` steps (MaskGIT / MAR).
 
-        ``fn(inputs (B,S[,C]), mask (B,S)) -> (hidden (B,S,D), readout (B,D))`` runs the trunk;
-        the cached and re-forward paths share this function, so they consume the generator
-        identically. Returns (frame (B,S[,C]), readout of the last step (B,D)).
+        ``fn(inputs (B,S[,C]), mask (B,S)) -> (out, extra)`` runs the trunk and its heads: ``out``
+        is the per-factor logits [(B,S,f_i)] (discrete) or the hidden tokens (B,S,D) for the
+        diffusion head (continuous); ``extra`` is passed through (the action read-out). The
+        cached, re-forward and graph paths all decode here, so a seed makes the same choices
+        in each. ``diffusion_net`` replaces the diffusion MLP (``DiffusionHead.sample``).
+        Returns (frame (B,S[,C]), ``extra`` of the last step).
         """
         c = self.config
         B, S = batch_size, self.num_image_tokens
@@ -872,14 +889,14 @@ class HMA(nn.Module):
         mask = torch.ones(B, S, dtype=torch.bool, device=device)
         readout = None
         for remaining in unmask_schedule(S, num_steps):
-            h, readout = fn(x, mask)
+            out, readout = fn(x, mask)
             if c.variant == "discrete":
-                picks = [gumbel_sample(lg, temperature, generator) for lg in self._token_logits(h)]
+                picks = [gumbel_sample(lg, temperature, generator) for lg in out]
                 sampled = compose_digits([p[0] for p in picks], c.vocab_factors)  # (B, S)
                 confidence = math.prod(p[1] for p in picks)  # joint probability of the factors
             else:
-                z = rearrange(h, "b s d -> (b s) d")
-                sampled = self.diffusion.sample(z, c.diff_sample_steps, temperature, generator)
+                z = rearrange(out, "b s d -> (b s) d")
+                sampled = self.diffusion.sample(z, c.diff_sample_steps, temperature, generator, net=diffusion_net)
                 sampled = rearrange(sampled, "(b s) c -> b s c", b=B)
             if order == "confidence":
                 score = confidence
@@ -929,7 +946,7 @@ class HMA(nn.Module):
 
         def fn(x, mask):
             h, readout, _, _ = self.step(x, mask, action, emb, cache)
-            return h, readout
+            return self._heads(h), readout
 
         frame, readout = self._sample_frame(fn, B, action.device, num_steps, temperature, order, generator)
         c = self.config
@@ -1003,7 +1020,7 @@ class HMA(nn.Module):
 
                 def fn(x, mask, act=act, cache=cache):
                     h, readout, _, _ = self.step(x, mask, act, emb, cache)
-                    return h, readout
+                    return self._heads(h), readout
 
             elif use_cache:  # commit the previous frame inside the first decoding pass
                 fn = self._fused_commit_fn(cache, frames[-1], steps[:, t - 1], act, emb, state)
@@ -1017,7 +1034,7 @@ class HMA(nn.Module):
                     inp = torch.cat([win, x[:, None]], dim=1)
                     m = torch.cat([torch.zeros_like(mask)[:, None].expand(-1, win.shape[1], -1), mask[:, None]], 1)
                     h, readout, _, _ = self._forward_frames(inp, m, win_prev, is_first, emb)
-                    return h[:, -1], readout[:, -1]
+                    return self._heads(h[:, -1]), readout[:, -1]
 
             frame, readout = self._sample_frame(fn, N, device, num_steps, temperature, order, generator)
             frames.append(frame.reshape(N, c.tokens_h, c.tokens_w, *frame.shape[2:]))

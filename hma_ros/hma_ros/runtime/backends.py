@@ -9,9 +9,9 @@ A backend serves ONE embodiment of one model and does the two things the runner 
 
 ``TorchBackend`` is the model itself. The others run the exported per-frame step
 (``runtime/export.py``: ``step.onnx``, and ``diffusion.onnx`` for continuous models) and decode
-with the model's own sampler: ``HMA._sample_frame`` (MaskGIT / MAR unmasking) and
-``DiffusionHead.sample`` (DDIM) are borrowed, with the trunk and the diffusion MLP replaced
-by the graph. Random numbers are drawn by those methods in the same order as in torch, so a
+with the model's own sampler: ``HMA._sample_frame`` (MaskGIT / MAR unmasking) takes the
+graph as its trunk (logits per factor, or hidden tokens) and ``DiffusionHead.sample`` (DDIM)
+the diffusion graph as its ``net``. Random numbers are drawn by those methods in the same order as in torch, so a
 seeded generator makes the same choices wherever the logits agree (they differ by ~1e-6:
 a near-tie can still flip a token, rarely). Caches stay torch tensors (``KVCache``) on the
 backend's device; the graphs read and write them in place of host copies (ONNX Runtime
@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hma_ros.model.diffusion import DiffusionHead
 from hma_ros.model.hma import HMA, KVCache
 from hma_ros.runtime.export import ensure_export, load_meta, step_graph
 
@@ -117,35 +116,6 @@ class TorchBackend(Backend):
 # ---------------------------------------------------------------------------------------
 
 
-class _DDIM:
-    """``DiffusionHead.sample`` (DDIM with per-step clipping, seeded noise) over another MLP."""
-
-    sample = DiffusionHead.sample
-
-    def __init__(self, head: DiffusionHead, net):
-        self.token_dim, self.train_steps, self.clip = head.token_dim, head.train_steps, head.clip
-        self.alphas_cumprod = head.alphas_cumprod
-        self.net = net  # (x_t (M,C), t (M,) long, z (M,D)) -> eps (M,C)
-
-
-class _Sampler:
-    """``HMA._sample_frame`` (masked decoding) where the trunk callable already returns the
-    per-factor logits (discrete) and the diffusion MLP is a graph (continuous)."""
-
-    _sample_frame = HMA._sample_frame
-    _check_sampling = HMA._check_sampling
-
-    def __init__(self, model: HMA, diffusion_net=None):
-        self.config = model.config
-        self.num_image_tokens = model.num_image_tokens
-        self.mask_token = model.mask_token  # dtype of continuous frames
-        self.diffusion = _DDIM(model.diffusion, diffusion_net) if model.config.variant == "continuous" else None
-
-    @staticmethod
-    def _token_logits(logits: list[torch.Tensor]) -> list[torch.Tensor]:
-        return logits  # the step graph applies the token heads itself
-
-
 class GraphBackend(Backend):
     """A backend that runs ``step`` (and ``diffusion``) graphs with the signatures of ``export.py``.
 
@@ -158,7 +128,6 @@ class GraphBackend(Backend):
         self.step_dim = self.spec.step_action_dim
         c = model.config
         self._num_heads = len(c.vocab_factors) if c.variant == "discrete" else 1
-        self._sampler = _Sampler(model, self._diffusion_net)
         self._graphs: dict[str, Any] = {}
 
     def _step(self, inputs, token_mask, prev_action, cache: KVCache):
@@ -196,7 +165,7 @@ class GraphBackend(Backend):
     @torch.no_grad()
     def predict_next(self, cache, action, num_steps=2, temperature=1.0, order="random", generator=None):
         c = self.model.config
-        self._sampler._check_sampling(num_steps, temperature, order)
+        self.model._check_sampling(num_steps, temperature, order)
         B = action.shape[0]
         self.model._check_actions(action[:, None], "action", self.step_dim, allow_nan=True)
         action = action[:, : self.step_dim].contiguous()
@@ -206,7 +175,10 @@ class GraphBackend(Backend):
             heads, actions, _, _ = self._step(x, mask, action, cache)
             return (heads if c.variant == "discrete" else heads[0]), actions
 
-        frame, actions = self._sampler._sample_frame(trunk, B, action.device, num_steps, temperature, order, generator)
+        net = self._diffusion_net if c.variant == "continuous" else None
+        frame, actions = self.model._sample_frame(
+            trunk, B, action.device, num_steps, temperature, order, generator, diffusion_net=net
+        )
         return frame.reshape(B, c.tokens_h, c.tokens_w, *frame.shape[2:]), actions
 
 
