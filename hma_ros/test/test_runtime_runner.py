@@ -175,3 +175,34 @@ def test_mismatched_tokenizer_is_refused():
     wrong = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(4, 4), low_res_blocks=0))
     with pytest.raises(ValueError, match="vocab_factors"):
         WorldModelRunner(model, wrong, "arm")
+
+
+def test_rollout_commits_inside_the_next_frames_decoding(checkpoint):
+    """H frames cost M * H trunk passes (each predicted frame is committed in the first pass
+    of the next), and the samples equal the unfused predict_next + append_frames loop."""
+    from hma_ros.runtime.backends import Backend, TorchBackend
+
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm", num_steps=2)
+    feed(r, 3)
+    passes = []
+    forward = r.model._forward_frames
+
+    def counted(*args, **kwargs):
+        passes.append(args[0].shape[1])  # frames in this pass
+        return forward(*args, **kwargs)
+
+    r.model._forward_frames = counted
+    cand = np.random.default_rng(3).normal(size=(2, 4, 4)).astype(np.float32)
+    fused = r.rollout(cand, seed=11)
+    assert len(passes) == 2 * 4  # M * H; the unfused loop takes (M + 1) * H - 1
+    assert passes.count(2) == 3  # H - 1 fused commit + decode passes
+
+    class Unfused(TorchBackend):
+        advance = Backend.advance  # append_frames + predict_next
+
+    r.backend = Unfused(r.model, "arm")
+    passes.clear()
+    plain = r.rollout(cand, seed=11)
+    assert len(passes) == 3 * 4 - 1  # positive control: the unfused loop costs one pass more per frame
+    np.testing.assert_array_equal(fused.frames, plain.frames)
+    np.testing.assert_allclose(fused.actions, plain.actions, atol=1e-5)
