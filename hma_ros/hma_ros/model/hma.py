@@ -4,7 +4,8 @@ Reads top to bottom like DiT's ``models.py``: helpers, embedders, the spatio-tem
 block, the model (``__init__``, ``initialize_weights``, ``forward``, sampling).
 
 Shape names: B batch, T frames, S tokens per frame (image tokens, then action tokens when
-concatenated), D width, H heads, E embodiments, A padded step-action width, K action tokens,
+concatenated), D width, H heads, E embodiments, A step-action width (callers pass their
+batch's widest robot's; the public methods zero-pad to max_step_dim), K action tokens,
 P cached frames, C continuous token channels, L layers.
 
 Alignment (docs/architecture.md): callers pass ``frames[t]`` and ``actions[t]`` aligned by

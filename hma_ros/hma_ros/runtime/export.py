@@ -32,8 +32,9 @@ buy ~12 % at batch 1 for a duplicated sampler, so the MLP alone is exported.
 
 The files come with ``export.json``: the checkpoint id (SHA-256 of its config and weights),
 embodiment, opset, the shapes above and, with ``--check``, ONNX Runtime vs torch differences.
-Exported with the TorchScript exporter (``dynamo=False``: the dynamo exporter needs
-onnxscript, which is not installed).
+The graphs hold no float64 tensor (TensorRT has none; rotary angles come from float32
+tables, see ``hma.Rotary``). Exported with the TorchScript exporter (``dynamo=False``: the
+dynamo exporter needs onnxscript, which is not installed).
 """
 
 from __future__ import annotations
