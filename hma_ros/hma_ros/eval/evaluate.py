@@ -1,0 +1,240 @@
+"""Evaluate a checkpoint on held-out episodes: per-step PSNR/SSIM against copy-the-last-frame,
+and controllability (dPSNR) as the paper defines it.
+
+For every window of ``context + horizon`` 2 Hz steps in the chosen episodes, the model sees the
+first ``context`` frames (tokenised) and rolls out ``horizon`` frames with the true actions;
+predictions are decoded and compared with the real frames. The copy-last-frame baseline repeats
+the last real context frame. dPSNR (arXiv 2502.04296, §4; IRASim): PSNR of the last predicted
+frame with the true actions minus its PSNR with random actions drawn N(0, 1) in the normalised
+action space, averaged over ``trials`` draws.
+
+    python -m hma_ros.eval.evaluate CKPT --data DATASET_FOLDER [--episodes last:4] \
+        [--context 4] [--horizon 8] [--trials 5] [--out out/eval.json]
+
+Seeded: reruns give the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hma_ros.data.format import EmbodimentDataset
+from hma_ros.data.windows import WindowDataset
+from hma_ros.eval.metrics import psnr, sample_normalized_random_actions, ssim
+from hma_ros.model.checkpoint import load_extra, load_model
+from hma_ros.runtime.runner import TOKENIZER_SUBDIR
+from hma_ros.tokenizers import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def select_episodes(spec: str, num_episodes: int) -> list[int]:
+    """``"last:K"``, ``"first:K"``, ``"all"`` or a comma list ``"3,7,9"`` -> episode indices."""
+    if spec == "all":
+        return list(range(num_episodes))
+    kind, _, k = spec.partition(":")
+    if kind in ("last", "first") and k.isdigit() and int(k) > 0:
+        k = min(int(k), num_episodes)
+        return list(range(num_episodes - k, num_episodes)) if kind == "last" else list(range(k))
+    try:
+        eps = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"episodes must be 'all', 'last:K', 'first:K' or a comma list, got {spec!r}") from None
+    bad = [e for e in eps if not 0 <= e < num_episodes]
+    if bad:
+        raise ValueError(f"episodes {bad} out of range: the dataset has {num_episodes}")
+    return eps
+
+
+def checkpoint_tokenizer(checkpoint: Path) -> Path:
+    """The tokenizer of a checkpoint: its ``tokenizer/`` folder (shipped models), else the
+    folder a training checkpoint records in ``extra.json``."""
+    if (checkpoint / TOKENIZER_SUBDIR).is_dir():
+        return checkpoint / TOKENIZER_SUBDIR
+    folder = ((load_extra(checkpoint) or {}).get("tokenizer") or {}).get("folder")
+    if not folder:
+        raise FileNotFoundError(f"{checkpoint} has no {TOKENIZER_SUBDIR}/ folder and its extra.json names no tokenizer")
+    return Path(folder)
+
+
+@torch.no_grad()
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    episodes: str = "last:4",
+    context: int = 4,
+    horizon: int = 8,
+    trials: int = 5,
+    num_steps: int = 2,
+    temperature: float = 1.0,
+    window_step: int | None = None,
+    max_windows: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    checkpoint = Path(checkpoint)
+    model = load_model(checkpoint)
+    tokenizer = load_tokenizer(checkpoint_tokenizer(checkpoint))
+    ds = EmbodimentDataset.open(data)
+    name = ds.spec.name
+    spec = model.config.embodiment(name)  # KeyError names the known embodiments
+    if (spec.action_dim, spec.stride) != (ds.spec.action_dim, ds.spec.stride):
+        raise ValueError(
+            f"dataset {name!r} actions ({ds.spec.action_dim} at {ds.spec.control_hz} Hz) do not match the model's"
+        )
+    if context < 1 or horizon < 1 or trials < 1:
+        raise ValueError(f"context={context}, horizon={horizon} and trials={trials} must be >= 1")
+    if context > model.config.max_frames - 1:
+        raise ValueError(f"context={context} exceeds the model's window of {model.config.max_frames - 1} frames")
+    if tuple(ds.image_size) != tuple(tokenizer.image_size):
+        raise ValueError(f"dataset frames are {ds.image_size}, the tokenizer expects {tokenizer.image_size}")
+    step = window_step if window_step is not None else ds.frame_every  # a window at every 2 Hz frame
+    windows = WindowDataset(ds, context + horizon, window_step=step)
+    chosen = set(select_episodes(episodes, ds.num_episodes))
+    episode_of = np.searchsorted(ds.episode_starts, windows.starts, side="right") - 1
+    idx = [i for i in range(len(windows)) if int(episode_of[i]) in chosen]
+    if max_windows is not None:
+        idx = idx[:: max(1, math.ceil(len(idx) / max_windows))][:max_windows]
+    if not idx:
+        raise ValueError(f"no window of {context + horizon} steps in episodes {sorted(chosen)}")
+
+    gen = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(spec.action_mean).repeat(spec.stride)
+    std = torch.tensor(spec.action_std).repeat(spec.stride)
+    psnr_model, psnr_copy, ssim_model, ssim_copy, psnr_rand_last = [], [], [], [], []
+    t0 = time.perf_counter()
+    frames_generated = 0
+    for i in tqdm(idx, desc=f"eval {name}", disable=not progress):
+        w = windows[i]
+        frames = torch.from_numpy(np.asarray(w["frames"]))  # (T, H, W, 3)
+        actions = torch.from_numpy(np.asarray(w["actions"]))  # (T, A)
+        truth = frames[context:]  # (horizon, H, W, 3)
+        tokens = tokenizer.encode(frames[:context][None])  # (1, C, h, w)
+        ctx_actions = actions[None, :context]  # actions[context-1] produces the first prediction
+        future = actions[None, context : context + horizon - 1]  # (1, horizon-1, A)
+        rand = sample_normalized_random_actions((trials, horizon, mean.shape[0]), mean, std, generator=gen)
+        # One batched rollout: candidate 0 = true actions, 1..trials = random ones from the same context.
+        cand_ctx = torch.cat([ctx_actions, torch.cat([ctx_actions[:, :-1].expand(trials, -1, -1), rand[:, :1]], 1)])
+        cand_future = torch.cat([future, rand[:, 1:horizon]])
+        out = model.generate(
+            tokens, cand_ctx, cand_future, name, num_steps=num_steps, temperature=temperature, generator=gen
+        )
+        pred = tokenizer.decode(out.frames)  # (1 + trials, horizon, H, W, 3)
+        frames_generated += pred.shape[0] * pred.shape[1]
+        copy = frames[context - 1].expand_as(truth)
+        psnr_model.append(psnr(pred[0], truth))
+        psnr_copy.append(psnr(copy, truth))
+        ssim_model.append(ssim(pred[0], truth))
+        ssim_copy.append(ssim(copy, truth))
+        psnr_rand_last.append(psnr(pred[1:, -1], truth[-1].expand_as(pred[1:, -1])).mean())
+    elapsed = time.perf_counter() - t0
+
+    pm = torch.stack(psnr_model).double()  # (W, horizon)
+    pc = torch.stack(psnr_copy).double()
+    sm, sc = torch.stack(ssim_model).double(), torch.stack(ssim_copy).double()
+    pr = torch.stack(psnr_rand_last).double()
+    result = {
+        "checkpoint": str(checkpoint),
+        "dataset": str(data),
+        "embodiment": name,
+        "episodes": sorted(chosen),
+        "windows": len(idx),
+        "context": context,
+        "horizon": horizon,
+        "num_steps": num_steps,
+        "temperature": temperature,
+        "seed": seed,
+        "psnr_per_step": {"model": pm.mean(0).tolist(), "copy_last_frame": pc.mean(0).tolist()},
+        "ssim_per_step": {"model": sm.mean(0).tolist(), "copy_last_frame": sc.mean(0).tolist()},
+        "psnr_mean": {"model": float(pm.mean()), "copy_last_frame": float(pc.mean())},
+        "dpsnr": {
+            "value": float((pm[:, -1] - pr).mean()),
+            "psnr_true_actions_last": float(pm[:, -1].mean()),
+            "psnr_random_actions_last": float(pr.mean()),
+            "trials": trials,
+        },
+        "tokenizer_psnr_ceiling": None,
+        "frames_per_s": frames_generated / elapsed,
+        "seconds": elapsed,
+    }
+    # What the tokenizer alone loses: no prediction can beat reconstructing the true frames.
+    recon = torch.stack([tokenizer.reconstruct(np.asarray(windows[i]["frames"])[context:]) for i in idx[:16]])
+    truth16 = torch.stack([torch.from_numpy(np.asarray(windows[i]["frames"])[context:]) for i in idx[:16]])
+    result["tokenizer_psnr_ceiling"] = float(psnr(recon, truth16).mean())
+    return result
+
+
+def format_table(r: dict[str, Any]) -> str:
+    steps = range(1, r["horizon"] + 1)
+    lines = [
+        f"{r['embodiment']}: {r['windows']} windows from episodes {r['episodes']}, "
+        f"context {r['context']}, M={r['num_steps']}, temperature {r['temperature']}",
+        "| steps ahead | " + " | ".join(str(k) for k in steps) + " |",
+        "|---|" + "---|" * r["horizon"],
+    ]
+    for key, label in (("model", "PSNR model"), ("copy_last_frame", "PSNR copy-last-frame")):
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in r["psnr_per_step"][key]) + " |")
+    for key, label in (("model", "SSIM model"), ("copy_last_frame", "SSIM copy-last-frame")):
+        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in r["ssim_per_step"][key]) + " |")
+    d = r["dpsnr"]
+    lines.append(
+        f"\ndPSNR {d['value']:.2f} dB (last frame: true actions {d['psnr_true_actions_last']:.2f} dB, "
+        f"random actions {d['psnr_random_actions_last']:.2f} dB, {d['trials']} trials); "
+        f"tokenizer ceiling {r['tokenizer_psnr_ceiling']:.2f} dB; {r['frames_per_s']:.1f} generated frames/s"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m hma_ros.eval.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", help="checkpoint folder (config.json + model.safetensors + tokenizer/)")
+    ap.add_argument("--data", required=True, help="one embodiment's dataset folder")
+    ap.add_argument("--episodes", default="last:4", help="'all', 'last:K', 'first:K' or '3,7,9'")
+    ap.add_argument("--context", type=int, default=4)
+    ap.add_argument("--horizon", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=5, help="random-action rollouts for dPSNR (paper: 5)")
+    ap.add_argument("--num-steps", type=int, default=2, help="unmasking steps per frame (M)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-windows", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--out", default=None, help="write the numbers as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        r = evaluate(
+            args.checkpoint,
+            args.data,
+            args.episodes,
+            args.context,
+            args.horizon,
+            args.trials,
+            args.num_steps,
+            args.temperature,
+            max_windows=args.max_windows,
+            seed=args.seed,
+        )
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise SystemExit(f"evaluate: {e}") from None
+    log.info("\n%s", format_table(r))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
+        log.info("wrote %s", args.out)
+    return r
+
+
+if __name__ == "__main__":
+    main()
