@@ -11,7 +11,7 @@ reads tokens that match the model's tokenizer or fails.
 CLI::
 
     python -m hma_ros.tokenizers.tokenize_data --tokenizer models/tokenizer_fsq64 \
-        --data /work/datasets/sim_v1[,...] [--force]
+        --data datasets/sim[,...] [--force]
 
 A ``--data`` folder is one embodiment folder or a root holding several.
 """

@@ -1,6 +1,6 @@
 """Train a tokenizer (FSQ, VAE) or write a pixel tokenizer, reporting held-out PSNR.
 
-    python -m hma_ros.train.tokenizer --kind fsq --data /work/datasets/sim_v1 \
+    python -m hma_ros.train.tokenizer --kind fsq --data datasets/sim \
         --out hma_ros/models/tokenizer_fsq64 --steps 4000 [--batch 32] [--lr 1e-3] [--seed 0]
 
 ``--data`` is ``DIR[,DIR|FILE.npy...]`` (embodiment folders, dataset roots, or ``.npy``
