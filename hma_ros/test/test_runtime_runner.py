@@ -206,3 +206,32 @@ def test_rollout_commits_inside_the_next_frames_decoding(checkpoint):
     assert len(passes) == 3 * 4 - 1  # positive control: the unfused loop costs one pass more per frame
     np.testing.assert_array_equal(fused.frames, plain.frames)
     np.testing.assert_allclose(fused.actions, plain.actions, atol=1e-5)
+
+
+def test_tokenizer_found_through_extra_json_relative_and_id_checked(tmp_path):
+    """Shipped models share one tokenizer folder: extra.json points at it, relative to the checkpoint."""
+    import json
+    import shutil
+
+    model, tok = tiny("discrete")
+    tok.save(tmp_path / "shared_tokenizer")
+    folder = save_checkpoint(
+        tmp_path / "ckpt",
+        model,
+        extra={"tokenizer": {"folder": "../shared_tokenizer", "id": tok.tokenizer_id}},
+    )
+    r = WorldModelRunner.from_checkpoint(folder, "arm")
+    assert r.tokenizer.tokenizer_id == tok.tokenizer_id
+    feed(r, 2)
+    assert r.predict(1).frames.shape == (1, 32, 32, 3)
+
+    extra = json.loads((folder / "extra.json").read_text())
+    extra["tokenizer"]["id"] = "fsq-0000000000000000"
+    (folder / "extra.json").write_text(json.dumps(extra))
+    with pytest.raises(ValueError, match="was trained with tokenizer fsq-0000000000000000"):
+        WorldModelRunner.from_checkpoint(folder, "arm")
+
+    (folder / "extra.json").write_text(json.dumps({"step": 3}))
+    with pytest.raises(FileNotFoundError, match="names no tokenizer"):
+        WorldModelRunner.from_checkpoint(folder, "arm")
+    shutil.rmtree(tmp_path / "shared_tokenizer")

@@ -31,9 +31,8 @@ from tqdm import tqdm
 from hma_ros.data.format import EmbodimentDataset
 from hma_ros.data.windows import WindowDataset
 from hma_ros.eval.metrics import psnr, sample_normalized_random_actions, ssim
-from hma_ros.model.checkpoint import load_extra, load_model
-from hma_ros.runtime.runner import TOKENIZER_SUBDIR
-from hma_ros.tokenizers import load_tokenizer
+from hma_ros.model.checkpoint import load_model
+from hma_ros.runtime.runner import load_checkpoint_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +55,6 @@ def select_episodes(spec: str, num_episodes: int) -> list[int]:
     return eps
 
 
-def checkpoint_tokenizer(checkpoint: Path) -> Path:
-    """The tokenizer of a checkpoint: its ``tokenizer/`` folder (shipped models), else the
-    folder a training checkpoint records in ``extra.json``."""
-    if (checkpoint / TOKENIZER_SUBDIR).is_dir():
-        return checkpoint / TOKENIZER_SUBDIR
-    folder = ((load_extra(checkpoint) or {}).get("tokenizer") or {}).get("folder")
-    if not folder:
-        raise FileNotFoundError(f"{checkpoint} has no {TOKENIZER_SUBDIR}/ folder and its extra.json names no tokenizer")
-    return Path(folder)
-
-
 @torch.no_grad()
 def evaluate(
     checkpoint: str | Path,
@@ -84,7 +72,7 @@ def evaluate(
 ) -> dict[str, Any]:
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
-    tokenizer = load_tokenizer(checkpoint_tokenizer(checkpoint))
+    tokenizer = load_checkpoint_tokenizer(checkpoint)
     ds = EmbodimentDataset.open(data)
     name = ds.spec.name
     spec = model.config.embodiment(name)  # KeyError names the known embodiments

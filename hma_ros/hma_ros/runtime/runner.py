@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hma_ros.model.checkpoint import load_model
+from hma_ros.model.checkpoint import load_extra, load_model
 from hma_ros.model.config import MODEL_HZ, EmbodimentSpec
 from hma_ros.model.hma import HMA, KVCache
 from hma_ros.runtime.backends import BACKENDS, Backend, TorchBackend, create_backend, import_tensorrt
@@ -59,6 +59,32 @@ class RolloutResult:
     frames: np.ndarray | None
     actions: np.ndarray
     costs: np.ndarray | None
+
+
+def load_checkpoint_tokenizer(folder: str | Path) -> Tokenizer:
+    """The tokenizer a checkpoint's tokens come from.
+
+    Either the checkpoint's own ``tokenizer/`` subfolder, or the folder its ``extra.json``
+    records (``{"tokenizer": {"folder": ..., "id": ...}}``, as training writes it; a relative
+    folder is relative to the checkpoint, so shipped models can share one tokenizer). A
+    recorded id must match the loaded tokenizer's.
+    """
+    folder = Path(folder)
+    if (folder / TOKENIZER_SUBDIR).is_dir():
+        return load_tokenizer(folder / TOKENIZER_SUBDIR)
+    recorded = (load_extra(folder) or {}).get("tokenizer") or {}
+    if not recorded.get("folder"):
+        raise FileNotFoundError(
+            f"{folder} has no {TOKENIZER_SUBDIR}/ folder and its extra.json names no tokenizer: "
+            "the model's tokenizer is missing"
+        )
+    tok_dir = Path(recorded["folder"]).expanduser()
+    tokenizer = load_tokenizer(tok_dir if tok_dir.is_absolute() else folder / tok_dir)
+    if recorded.get("id") and tokenizer.tokenizer_id != recorded["id"]:
+        raise ValueError(
+            f"{folder} was trained with tokenizer {recorded['id']}, but {tok_dir} holds {tokenizer.tokenizer_id}"
+        )
+    return tokenizer
 
 
 def check_compatible(model: HMA, tokenizer: Tokenizer) -> None:
@@ -148,10 +174,7 @@ class WorldModelRunner:
         if not folder.is_dir():
             raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
         model = load_model(folder)
-        tok_dir = folder / TOKENIZER_SUBDIR
-        if not tok_dir.is_dir():
-            raise FileNotFoundError(f"{folder} has no {TOKENIZER_SUBDIR}/ folder: the model's tokenizer is missing")
-        tokenizer = load_tokenizer(tok_dir)
+        tokenizer = load_checkpoint_tokenizer(folder)
         names = model.config.embodiment_names
         if robot is None:
             if len(names) != 1:
