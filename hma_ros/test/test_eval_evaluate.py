@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_fsq
 
 from hma_ros.data.format import EmbodimentDataset
 from hma_ros.eval.evaluate import evaluate, format_table, main, select_episodes
@@ -12,7 +13,6 @@ from hma_ros.model.checkpoint import save_checkpoint
 from hma_ros.model.config import EmbodimentSpec
 from hma_ros.model.hma import HMA
 from hma_ros.model.presets import make_config
-from hma_ros.tokenizers import FSQConfig, FSQTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,7 @@ def setup(tmp_path_factory):
     spec = EmbodimentSpec("arm", 2, 4.0)
     model = HMA(make_config("hma_tiny", [spec], vocab_factors=(8, 8)))
     ckpt = save_checkpoint(tmp / "ckpt", model)
-    FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(8, 8), low_res_blocks=0)).save(
-        ckpt / "tokenizer"
-    )
+    tiny_fsq().save(ckpt / "tokenizer")
     return ckpt, tmp / "data" / "arm"
 
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from hma_ros.model.checkpoint import load_model, save_checkpoint
 from hma_ros.model.config import EmbodimentSpec
-from hma_ros.model.hma import HMA, KVCache
-from hma_ros.model.presets import make_config
+from hma_ros.model.hma import KVCache
 from hma_ros.runtime import export as ex
 from hma_ros.runtime.backends import (
     BackendUnavailableError,
@@ -22,7 +22,6 @@ from hma_ros.runtime.backends import (
     create_backend,
 )
 from hma_ros.runtime.runner import WorldModelRunner
-from hma_ros.tokenizers import FSQConfig, FSQTokenizer, PixelConfig, PixelTokenizer
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -32,18 +31,7 @@ VARIANTS = ("discrete", "continuous")
 
 
 def tiny(variant: str):
-    torch.manual_seed(0)
-    if variant == "discrete":
-        tok = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(8, 8), low_res_blocks=0))
-        cfg = make_config("hma_tiny", [OTHER, ARM], vocab_factors=(8, 8))
-    else:
-        tok = PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4))
-        cfg = make_config("hma_tiny", [OTHER, ARM], variant="continuous", token_dim=48, diff_sample_steps=4)
-    model = HMA(cfg)
-    for p in model.parameters():  # non-zero conditioning and heads (initialize_weights zeroes them)
-        if p.abs().sum() == 0:
-            p.data.normal_(0, 0.02)
-    return model.eval(), tok
+    return tiny_model(variant, [OTHER, ARM])
 
 
 @pytest.fixture(scope="module", params=VARIANTS)

@@ -3,33 +3,18 @@ prediction, rollouts, goal costs and the refusal of bad input."""
 
 import numpy as np
 import pytest
-import torch
+from tiny_models import tiny_fsq, tiny_model
 
 from hma_ros.model.checkpoint import save_checkpoint
 from hma_ros.model.config import EmbodimentSpec
-from hma_ros.model.hma import HMA
-from hma_ros.model.presets import make_config
 from hma_ros.runtime.runner import WorldModelRunner
-from hma_ros.tokenizers import FSQConfig, FSQTokenizer, PixelConfig, PixelTokenizer
 
 ARM = EmbodimentSpec("arm", action_dim=2, control_hz=4.0)  # stride 2 -> step action of 4
 OTHER = EmbodimentSpec("other", action_dim=3, control_hz=2.0)
 
 
 def tiny(variant: str):
-    torch.manual_seed(0)
-    if variant == "discrete":
-        tok = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(8, 8), low_res_blocks=0))
-        cfg = make_config("hma_tiny", [ARM, OTHER], vocab_factors=(8, 8))
-    else:
-        tok = PixelTokenizer(PixelConfig(image_size=(16, 16), patch=4))
-        cfg = make_config("hma_tiny", [ARM, OTHER], variant="continuous", token_dim=48, diff_sample_steps=4)
-    model = HMA(cfg)
-    # Non-zero conditioning so actions matter (initialize_weights zeroes the modulation).
-    for p in model.parameters():
-        if p.abs().sum() == 0:
-            p.data.normal_(0, 0.02)
-    return model.eval(), tok
+    return tiny_model(variant, [ARM, OTHER])
 
 
 @pytest.fixture(params=["discrete", "continuous"])
@@ -172,7 +157,7 @@ def test_loading_errors_name_the_problem(checkpoint, tmp_path):
 
 def test_mismatched_tokenizer_is_refused():
     model, _ = tiny("discrete")
-    wrong = FSQTokenizer(FSQConfig(image_size=(32, 32), channels=(8, 8, 8), levels=(4, 4), low_res_blocks=0))
+    wrong = tiny_fsq(levels=(4, 4))
     with pytest.raises(ValueError, match="vocab_factors"):
         WorldModelRunner(model, wrong, "arm")
 
