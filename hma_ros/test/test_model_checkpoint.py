@@ -34,6 +34,19 @@ def test_save_load_is_bit_exact(tmp_path, variant):
     assert torch.equal(a.actions, b.actions)
 
 
+def test_half_precision_weights_halve_the_file_and_load_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = HMA(make_config("hma_tiny", EMBS)).eval()
+    full = save_checkpoint(tmp_path / "full", model)
+    half = save_checkpoint(tmp_path / "half", model, weights_dtype=torch.float16)
+    size = lambda f: (f / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    loaded = load_model(half)
+    for (k, v), w in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert w.dtype == v.dtype, k
+        assert torch.equal(w, v.half().to(v.dtype)), k  # exactly the fp16-rounded weights
+
+
 def test_overwrite_replaces_and_leaves_no_temp(tmp_path):
     model = HMA(make_config("hma_tiny", EMBS))
     save_checkpoint(tmp_path / "ckpt", model)

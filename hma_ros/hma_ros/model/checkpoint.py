@@ -26,10 +26,17 @@ WEIGHTS_FILE = "model.safetensors"
 EXTRA_FILE = "extra.json"
 
 
-def save_checkpoint(folder: str | os.PathLike, model: HMA, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | os.PathLike,
+    model: HMA,
+    extra: dict[str, Any] | None = None,
+    weights_dtype: torch.dtype | None = None,
+) -> Path:
     """Atomically write ``model`` (and JSON-serialisable ``extra``, e.g. step, metrics) to ``folder``.
 
-    An existing checkpoint at ``folder`` is replaced.
+    An existing checkpoint at ``folder`` is replaced. ``weights_dtype`` (e.g. ``torch.float16``)
+    stores floating-point weights in that precision, halving a shipped model's size;
+    ``load_model`` casts them back to the model's dtype.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +45,8 @@ def save_checkpoint(folder: str | os.PathLike, model: HMA, extra: dict[str, Any]
         meta = {"format_version": FORMAT_VERSION, "model": "HMA", "config": model.config.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        if weights_dtype is not None:
+            state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
         if extra is not None:
             (tmp / EXTRA_FILE).write_text(json.dumps(extra, indent=2) + "\n")
