@@ -75,7 +75,7 @@ def test_demo_writes_video_strip_and_json(tmp_path, tiny_franka_checkpoint, caps
     assert f"wrote {out}" in stdout
 
     n = summary["predictions"]
-    assert n >= 4  # 5 s at 2 Hz, minus the first step and a loaded machine's slack
+    assert n >= 4, summary  # 5 s at 2 Hz, minus the first step and a loaded machine's slack
     assert summary["model"]["image_size"] == [16, 16]
     lat = summary["latency_ms"]["camera_to_prediction"]
     assert lat["n"] == n

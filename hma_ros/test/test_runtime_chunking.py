@@ -46,9 +46,56 @@ def test_stale_frame_gives_no_step_and_is_counted():
 
 def test_unused_frames_are_counted_as_dropped():
     asm = StepAssembler(action_dim=1, control_hz=2.0)
+    asm.add_action(np.zeros(1), 0.0)
     for i in range(3):
-        asm.add_frame(np.zeros((2, 2, 3), np.uint8), i * 0.1)
+        asm.add_frame(np.full((2, 2, 3), i, np.uint8), i * 0.1)
+    assert asm.stats.frames_dropped == 0  # buffered: a step may still want them
+    assert asm.tick(0.2).frame[0, 0, 0] == 2
     assert asm.stats.frames_dropped == 2
+
+
+def test_tick_takes_the_newest_frame_at_or_before_its_stamp():
+    """Frames that arrived after the step's time stay buffered for the next step."""
+    asm = StepAssembler(action_dim=1, control_hz=2.0)
+    for i in range(8):
+        asm.add_frame(np.full((2, 2, 3), i, np.uint8), i * 0.1)
+    assert asm.next_frame_stamp() == 0.0
+    assert asm.newest_frame_stamp == pytest.approx(0.7)
+    assert asm.newest_covered_frame_stamp() is None  # commands known up to 0.0 only
+    asm.add_action(np.zeros(1), 0.0)
+    asm.add_action(np.zeros(1), 0.4)
+    assert asm.newest_covered_frame_stamp() == pytest.approx(0.7)  # 2 Hz control: 0.4 reaches 0.9
+    assert asm.next_frame_stamp(0.25) == pytest.approx(0.3)
+    assert asm.next_frame_stamp(0.75) is None
+    assert asm.tick(0.3).frame[0, 0, 0] == 3
+    assert asm.next_frame_stamp(0.0) == pytest.approx(0.4)
+    assert asm.tick(0.7).frame[0, 0, 0] == 7
+
+
+def test_actions_cover_waits_for_the_last_control_instant():
+    asm = StepAssembler(action_dim=2, control_hz=20.0)
+    assert not asm.actions_cover(1.0)
+    feed_ramp(asm, 0.0, 0.9, 20.0)  # newest command at 0.85
+    assert asm.newest_action_stamp == pytest.approx(0.85)
+    assert not asm.actions_cover(1.0)  # the command in force at 0.95 is not known yet
+    asm.add_action(np.zeros(2), 0.95)
+    assert asm.actions_cover(1.0)
+
+
+def test_frame_buffer_is_bounded_in_time():
+    asm = StepAssembler(action_dim=1, control_hz=2.0, frame_buffer_s=1.05)
+    for i in range(30):
+        asm.add_frame(np.zeros((2, 2, 3), np.uint8), i * 0.1)
+    assert asm.next_frame_stamp() == pytest.approx(1.9)  # the oldest within 1.05 s of 2.9
+    assert asm.stats.frames_dropped == 19
+
+
+def test_out_of_order_frame_is_refused():
+    asm = StepAssembler(action_dim=1, control_hz=2.0)
+    asm.add_frame(np.zeros((2, 2, 3), np.uint8), 1.0)
+    with pytest.raises(ValueError, match="older"):
+        asm.add_frame(np.zeros((2, 2, 3), np.uint8), 0.5)
+    assert asm.stats.frames_in == 1
 
 
 @pytest.mark.parametrize(

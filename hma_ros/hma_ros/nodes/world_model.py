@@ -12,14 +12,17 @@ prediction timer and the rollout service run in their own mutually exclusive cal
 on a MultiThreadedExecutor; the runner is not assumed thread-safe, so model calls are
 serialised by ``_model_lock``: a tick that finds the model busy with a rollout is skipped (and
 counted), a rollout waits up to ``rollout_wait`` seconds for a running tick. A tick runs as soon
-as the camera callback cuts a 2 Hz step (a guard condition), so a prediction is published the
-model's compute time after its camera frame, and on the 2 Hz timer for steps a skipped tick left.
+as an input callback cuts a 2 Hz step (a guard condition), so a prediction is published the
+model's compute time after its inputs, and on the 2 Hz timer for steps a skipped tick left.
+Streams are compared with themselves only: a lagging action queue delays steps (up to
+``max_action_wait``), a stamp jumping back on one topic restarts the context.
 
     python -m hma_ros.nodes.world_model --ros-args -p robot:=franka -p autostart:=true
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -54,7 +57,9 @@ from hma_ros_interfaces.srv import Rollout
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STEP_PERIOD = 1.0 / MODEL_HZ
-TIME_JUMP = 1.0  # s: an input stamp this far behind the newest one restarts the context
+TIME_JUMP = 1.0  # s: an input stamp this far behind its topic's newest one restarts the context
+MAX_ACTION_WAIT = 10.0  # s: upper bound of max_action_wait (frames are buffered that long)
+ACTION_QUEUE_S = 3.0  # s of native-rate actions the subscription queue holds (a reliable topic may lag)
 STEP_TOLERANCE = 0.02  # s: camera stamp jitter accepted when cutting 0.5 s steps
 MAX_QUEUED_STEPS = 8  # steps waiting for the runner; more means it cannot keep up
 
@@ -74,6 +79,7 @@ class Counters:
     actions_refused: int = 0
     steps: int = 0  # 2 Hz steps cut from the inputs
     steps_dropped: int = 0  # queue overflow (model too slow): the context restarts
+    steps_actions_held: int = 0  # cut after max_action_wait without actions: last command held
     ticks: int = 0
     ticks_no_new_step: int = 0
     ticks_model_busy: int = 0
@@ -123,6 +129,13 @@ class WorldModelNode(LifecycleNode):
         p("max_candidates", 16, "largest num_candidates a rollout request may ask for", lo=1, hi=1024)
         p("max_rollout_horizon", 16, "largest horizon a rollout request may ask for", lo=1, hi=256)
         p("max_frame_age", 1.0, "seconds without a camera frame before diagnostics warn", lo=0.05, hi=60.0)
+        p(
+            "max_action_wait",
+            2.0,
+            "seconds of camera time a step waits for the action stream to catch up before it holds the last command",
+            lo=0.0,
+            hi=MAX_ACTION_WAIT,
+        )
         p("rollout_wait", 5.0, "seconds a rollout waits for a running prediction", lo=0.0, hi=600.0)
         p("publish_frames", True, "put the predicted images into /hma/predicted_frames")
         p("publish_preview", True, "publish /hma/preview (observed frame + predicted frames side by side)")
@@ -141,7 +154,7 @@ class WorldModelNode(LifecycleNode):
         self._last_used_stamp: float | None = None  # stamp of the newest step cut
         self._steps: deque[Step] = deque()  # cut, not yet observed by the runner (bounded: MAX_QUEUED_STEPS)
         self._size_warned = False
-        self._newest_stamp: float | None = None
+        self._newest_stamp: dict[str, float] = {}  # per input topic: streams may lag each other
         self.time_resets = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -169,7 +182,9 @@ class WorldModelNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.robot, self.runner = robot, runner
         self.model_id = str(getattr(runner, "model_id", "") or checkpoint.name)
-        self._assembler = StepAssembler(robot.action_dim, robot.control_hz, MODEL_HZ, max_frame_age=1e9)
+        self._assembler = StepAssembler(
+            robot.action_dim, robot.control_hz, MODEL_HZ, max_frame_age=1e9, frame_buffer_s=MAX_ACTION_WAIT + 1.0
+        )
         self._reset_state()
         self._pubs = {
             "frames": self.create_lifecycle_publisher(PredictedFrames, "/hma/predicted_frames", 10),
@@ -194,7 +209,11 @@ class WorldModelNode(LifecycleNode):
                 callback_group=self._input_group,
             ),
             self.create_subscription(
-                JointState, robot.action.topic, self._on_action, 50, callback_group=self._input_group
+                JointState,
+                robot.action.topic,
+                self._on_action,
+                max(50, math.ceil(ACTION_QUEUE_S * robot.control_hz)),
+                callback_group=self._input_group,
             ),
         ]
         # A cut step wakes the prediction at once (the camera->prediction delay is the model's
@@ -274,63 +293,90 @@ class WorldModelNode(LifecycleNode):
             )
         stamp = self._stamp_or_now(msg.header.stamp)
         with self._lock:
-            self._detect_time_jump(stamp)
-            self._assembler.add_frame(frame, stamp)
+            self._detect_time_jump("camera", stamp)
+            try:
+                self._assembler.add_frame(frame, stamp)  # ValueError: stamp behind the last frame
+            except ValueError as e:
+                self.counters.frames_refused += 1
+                self.get_logger().warning(f"camera frame refused: {e}", throttle_duration_sec=5.0)
+                return
             self._last_frame_stamp = stamp
             self._last_frame_wall = time.monotonic()
             self._frame_times.append(self._last_frame_wall)
-            self._cut_step(stamp)
+            self._cut_steps()
 
-    def _cut_step(self, stamp: float) -> None:
-        """Under ``_lock``: close a 2 Hz step when the camera's time has advanced half a second.
+    def _cut_steps(self) -> None:
+        """Under ``_lock``: close every 2 Hz step whose frame and actions have both arrived.
 
         Steps are cut on the camera's own time base, not on the node's clock, so a recording
         replayed at any rate (or a sim clock) yields the same 0.5 s steps as the live robot.
+        A step is cut at the first frame half a second after the previous step (a new context
+        starts at the newest frame the actions have reached), once the action stream has
+        reached that frame's time: the camera (best effort) and the actions (reliable, queued)
+        can arrive seconds apart on a loaded machine, and a step cut early would carry stale
+        commands. After ``max_action_wait`` seconds of camera time without actions (a silent
+        command topic) the step is cut holding the last command.
         """
-        last = self._last_used_stamp
-        if last is not None and stamp < last + STEP_PERIOD - STEP_TOLERANCE:
-            return
-        step = self._assembler.tick(stamp)
-        if step is None:  # no action history covering the interval yet
-            return
-        if last is not None and stamp > last + 1.5 * STEP_PERIOD:
-            step = Step(step.stamp, step.frame, None)  # a gap in the camera stream: new context
-        self._last_used_stamp = stamp
-        self.counters.steps += 1
-        if len(self._steps) >= MAX_QUEUED_STEPS:  # the model cannot keep up: restart from here
-            self._steps.clear()
-            self.counters.steps_dropped += MAX_QUEUED_STEPS
-            step = Step(step.stamp, step.frame, None)
-        self._steps.append(step)
-        if self._step_ready is not None:
-            self._step_ready.trigger()
+        asm = self._assembler
+        while True:
+            last = self._last_used_stamp
+            if last is None:
+                stamp = asm.newest_covered_frame_stamp()
+                stamp = asm.next_frame_stamp() if stamp is None else stamp
+            else:
+                stamp = asm.next_frame_stamp(last + STEP_PERIOD - STEP_TOLERANCE)
+            if stamp is None:
+                return
+            if not asm.actions_cover(stamp):
+                if asm.newest_frame_stamp - stamp < self._param("max_action_wait"):
+                    return  # the next action (or frame) retries
+                self.counters.steps_actions_held += 1
+            step = asm.tick(stamp)
+            if step is None:  # no action history covering the interval yet
+                return
+            if last is not None and stamp > last + 1.5 * STEP_PERIOD:
+                step = Step(step.stamp, step.frame, None)  # a gap in the camera stream: new context
+            self._last_used_stamp = stamp
+            self.counters.steps += 1
+            if len(self._steps) >= MAX_QUEUED_STEPS:  # the model cannot keep up: restart from here
+                self._steps.clear()
+                self.counters.steps_dropped += MAX_QUEUED_STEPS
+                step = Step(step.stamp, step.frame, None)
+            self._steps.append(step)
+            if self._step_ready is not None:
+                self._step_ready.trigger()
 
     def _on_action(self, msg: JointState) -> None:
         try:
             action = joint_positions(msg, self.robot.action.names)
             stamp = self._stamp_or_now(msg.header.stamp)
             with self._lock:
-                self._detect_time_jump(stamp)
+                self._detect_time_jump("action", stamp)
                 self._assembler.add_action(action, stamp)  # ValueError: stale stamp (counted)
+                self._cut_steps()
         except ValueError as e:  # ConversionError too
             with self._lock:
                 self.counters.actions_refused += 1
             self.get_logger().warning(f"action refused: {e}", throttle_duration_sec=5.0)
 
-    def _detect_time_jump(self, stamp: float) -> None:
-        """Under ``_lock``: a stamp far behind the newest one (a looped recording, a restarted
-        sim clock) starts a new context instead of mixing two timelines."""
-        if self._newest_stamp is not None and stamp < self._newest_stamp - TIME_JUMP:
+    def _detect_time_jump(self, topic: str, stamp: float) -> None:
+        """Under ``_lock``: a stamp far behind the newest one on the same topic (a looped
+        recording, a restarted sim clock) starts a new context instead of mixing two timelines.
+
+        Each topic is compared with itself: one stream lagging the other is not a jump.
+        """
+        newest = self._newest_stamp.get(topic)
+        if newest is not None and stamp < newest - TIME_JUMP:
             self.get_logger().info(
-                f"input time jumped back {self._newest_stamp - stamp:.1f} s (recording looped or clock reset): "
+                f"{topic} time jumped back {newest - stamp:.1f} s (recording looped or clock reset): "
                 "starting a new context"
             )
             self._assembler.reset()
             self._last_frame_stamp = self._last_used_stamp = None
             self._steps.clear()  # the next step carries no action: the runner starts a new context
-            self._newest_stamp = None
+            self._newest_stamp.clear()
             self.time_resets += 1
-        self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
+        self._newest_stamp[topic] = max(self._newest_stamp.get(topic, stamp), stamp)
 
     def _model_size(self) -> tuple[int, int]:
         size = getattr(self.runner, "image_size", None)

@@ -7,6 +7,11 @@ independently and jitter. The model needs, per 2 Hz step ``t``, one frame and th
 on each tick, emits the newest frame plus the raw actions sampled on the native control grid
 of the interval that just ended (zero-order hold: the command in force at each control
 instant), which is what the robot actually executed.
+
+The two streams need not arrive in step: a reliable action topic can lag a best-effort
+camera by seconds on a loaded machine. Frames are therefore buffered (by time), and a caller
+cuts a step at a frame only once :meth:`StepAssembler.actions_cover` says the action stream
+has reached it, so a lagging stream delays steps instead of filling them with stale commands.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class Step:
 class AssemblerStats:
     frames_in: int = 0
     actions_in: int = 0
-    frames_dropped: int = 0  # overwritten before a tick used them, or rejected
+    frames_dropped: int = 0  # passed over by a tick, pushed out of the buffer, or rejected
     actions_rejected: int = 0
     steps_out: int = 0
     ticks_without_frame: int = 0
@@ -47,9 +52,12 @@ class StepAssembler:
         action_dim: numbers in one raw action.
         control_hz: native action rate; ``stride = control_hz / step_hz`` samples per step.
         step_hz: the model clock (2 Hz).
-        max_frame_age: a tick uses the newest frame only if it is at most this old (s).
+        max_frame_age: a tick uses its frame only if it is at most this old (s).
         action_buffer_s: how much raw action history is kept (s).
+        frame_buffer_s: how much camera history is kept while steps wait for actions (s).
     """
+
+    MAX_FRAMES = 256  # hard bound on buffered frames, whatever the camera rate
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class StepAssembler:
         step_hz: float = 2.0,
         max_frame_age: float = 0.25,
         action_buffer_s: float = 5.0,
+        frame_buffer_s: float = 3.0,
     ) -> None:
         if action_dim < 1:
             raise ValueError(f"action_dim must be >= 1, got {action_dim}")
@@ -72,22 +81,56 @@ class StepAssembler:
         self._actions: deque[tuple[float, np.ndarray]] = deque(
             maxlen=max(2 * self.stride, int(math.ceil(action_buffer_s * control_hz * 4)))
         )
-        self._frame: tuple[float, np.ndarray] | None = None
-        self._frame_used = True
+        self.frame_buffer_s = float(frame_buffer_s)
+        self._frames: deque[tuple[float, np.ndarray]] = deque()  # unused frames, oldest first
         self._last_tick: float | None = None
         self.stats = AssemblerStats()
 
     # -- inputs ---------------------------------------------------------------------------
     def add_frame(self, frame: np.ndarray, stamp: float) -> None:
-        """Keep the newest frame (older unused frames are counted as dropped)."""
+        """Buffer a frame; frames older than ``frame_buffer_s`` behind it are dropped (counted).
+
+        Refuses a non-finite stamp and one older than the newest buffered frame.
+        """
         if not math.isfinite(stamp):
             self.stats.frames_dropped += 1
             raise ValueError(f"frame stamp must be finite, got {stamp}")
-        self.stats.frames_in += 1
-        if self._frame is not None and not self._frame_used:
+        if self._frames and stamp < self._frames[-1][0]:
             self.stats.frames_dropped += 1
-        self._frame = (float(stamp), frame)
-        self._frame_used = False
+            raise ValueError(f"frame stamp {stamp:.3f} is older than the last one {self._frames[-1][0]:.3f}")
+        self.stats.frames_in += 1
+        self._frames.append((float(stamp), frame))
+        while len(self._frames) > self.MAX_FRAMES or self._frames[0][0] < stamp - self.frame_buffer_s:
+            self._frames.popleft()
+            self.stats.frames_dropped += 1
+
+    def next_frame_stamp(self, after: float = -math.inf) -> float | None:
+        """Stamp of the oldest buffered frame at or after ``after``."""
+        for stamp, _ in self._frames:
+            if stamp >= after:
+                return stamp
+        return None
+
+    def newest_covered_frame_stamp(self) -> float | None:
+        """Stamp of the newest buffered frame that the action stream has reached."""
+        for stamp, _ in reversed(self._frames):
+            if self.actions_cover(stamp):
+                return stamp
+        return None
+
+    @property
+    def newest_frame_stamp(self) -> float | None:
+        return self._frames[-1][0] if self._frames else None
+
+    @property
+    def newest_action_stamp(self) -> float | None:
+        return self._actions[-1][0] if self._actions else None
+
+    def actions_cover(self, stamp: float) -> bool:
+        """True when the action stream has reached the last control instant before ``stamp``,
+        so a step closed at ``stamp`` knows every command executed in its interval."""
+        newest = self.newest_action_stamp
+        return newest is not None and newest >= stamp - 1.0 / self.control_hz - 1e-6
 
     def add_action(self, action: np.ndarray, stamp: float) -> None:
         """Append one raw action; rejects wrong length, non-finite values and stale stamps."""
@@ -126,14 +169,21 @@ class StepAssembler:
     def tick(self, stamp: float) -> Step | None:
         """Close the 2 Hz interval ending at ``stamp``.
 
-        Returns the newest frame (if at most ``max_frame_age`` old) with the actions executed
-        since the previous tick, or None when there is no fresh frame or no action history
-        covering the interval (counted in ``stats``). A None breaks the step sequence: the
-        caller decides whether to restart its context.
+        Returns the newest buffered frame at or before ``stamp`` (if at most ``max_frame_age``
+        old) with the actions executed since the previous tick, or None when there is no fresh
+        frame or no action history covering the interval (counted in ``stats``). Frames up to
+        ``stamp`` are consumed either way. A None breaks the step sequence: the caller decides
+        whether to restart its context.
         """
         prev = self._last_tick
         self._last_tick = float(stamp)
-        if self._frame is None or stamp - self._frame[0] > self.max_frame_age:
+        frame = None
+        while self._frames and self._frames[0][0] <= stamp + 1e-9:
+            if frame is not None:
+                self.stats.frames_dropped += 1
+            frame = self._frames.popleft()
+        if frame is None or stamp - frame[0] > self.max_frame_age:
+            self.stats.frames_dropped += frame is not None
             self.stats.ticks_without_frame += 1
             return None
         action = None
@@ -142,14 +192,12 @@ class StepAssembler:
             if action is None:
                 self.stats.ticks_without_frame += 1
                 return None
-        self._frame_used = True
         self.stats.steps_out += 1
-        return Step(stamp=float(stamp), frame=self._frame[1], action_before=action)
+        return Step(stamp=float(stamp), frame=frame[1], action_before=action)
 
     def reset(self) -> None:
         self._actions.clear()
-        self._frame = None
-        self._frame_used = True
+        self._frames.clear()
         self._last_tick = None
 
     @property
