@@ -33,6 +33,9 @@ $(VENV)/.install-stamp: $(VENV)/.interfaces-stamp hma_ros/setup.py
 	# The venv prefix is an ament prefix (ROS_FROM_PYPI.md): let ament_index find it.
 	echo "import os, sys; os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(p for p in (os.environ.get('AMENT_PREFIX_PATH'), sys.prefix) if p)" \
 	  > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hma_ros_ament_prefix.pth
+	# `python -m hma_ros...` from the repo root: the ament folder ./hma_ros (no __init__.py) would
+	# import as an empty namespace package; a real path entry lets the regular package win (PEP 420).
+	echo "$(CURDIR)/hma_ros" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hma_ros_source.pth
 	touch $@
 install: $(VENV)/.install-stamp
 
@@ -42,7 +45,7 @@ test: install
 
 ## demo: replay the bundled franka recording into the world model (no robot, no GPU)
 demo: install
-	PYTHONSAFEPATH=1 $(PY) -m hma_ros.nodes.demo --robot franka --seconds 20 --out out/demo.json
+	$(PY) -m hma_ros.nodes.demo --robot franka --seconds 20 --out out/demo.json
 
 lint: venv
 	$(VENV)/bin/ruff check .
