@@ -256,7 +256,7 @@ def test_two_process_gloo_pretraining_keeps_ranks_in_sync(world, tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["pretrain_small", "posttrain_franka"])
+@pytest.mark.parametrize("name", ["pretrain_small", "posttrain_franka", "ship_pretrain", "ship_posttrain_franka"])
 def test_shipped_training_configs_validate(name):
     from hma_ros.model.presets import PRESETS
     from hma_ros.paths import share_dir
@@ -265,7 +265,7 @@ def test_shipped_training_configs_validate(name):
     cfg = load_train_config(share_dir() / "config" / "train" / f"{name}.yaml")
     assert cfg.model.preset in PRESETS
     assert cfg.data.embodiments
-    if name == "pretrain_small":
+    if "pretrain" in name:
         assert len(cfg.data.embodiments) >= 3
         assert "franka" not in cfg.data.embodiments  # franka is post-trained
     else:
