@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.serialization import deserialize_message
 
@@ -81,8 +82,20 @@ class Driver:
         self.predictions: list[tuple[float, float]] = []  # (arrival, camera stamp), wall clock
         self.diagnostics: list[DiagnosticArray] = []
         self.camera_sent = 0
-        self.node.create_subscription(PredictedFrames, "/hma/predicted_frames", self._on_prediction, 50)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.node.create_subscription(
+            PredictedFrames,
+            "/hma/predicted_frames",
+            self._on_prediction,
+            50,
+            callback_group=MutuallyExclusiveCallbackGroup(),  # one group each: see world_model
+        )
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            self.diagnostics.append,
+            10,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         self.client = self.node.create_client(Rollout, "/hma/rollout")
         self.camera_topic = robot.camera.topic
         self._stop = threading.Event()
@@ -241,7 +254,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recording: list, logfile) -> int:
     """Start the node, measure, write the JSON; the exit code."""
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = MultiThreadedExecutor(num_threads=4)
     driver = Driver(robot, recording)
     executor.add_node(driver.node)
     threading.Thread(target=executor.spin, daemon=True).start()

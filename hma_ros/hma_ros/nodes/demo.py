@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -275,11 +276,16 @@ def run(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], lis
             received.append(now)
 
     listener = rclpy.create_node("demo_listener")
-    listener.create_subscription(Image, robot.camera.topic, on_camera, QoSProfile(depth=50))
-    listener.create_subscription(PredictedFrames, "/hma/predicted_frames", on_prediction, 50)
-    listener.create_subscription(JointState, robot.action.topic, commands.append, 10)
+    # One callback group per subscription (see world_model: shared mutually exclusive groups
+    # make rclpy's executor busy-loop when a callback runs long).
+    for msg_type, topic, callback, qos in (
+        (Image, robot.camera.topic, on_camera, QoSProfile(depth=50)),
+        (PredictedFrames, "/hma/predicted_frames", on_prediction, 50),
+        (JointState, robot.action.topic, commands.append, 10),
+    ):
+        listener.create_subscription(msg_type, topic, callback, qos, callback_group=MutuallyExclusiveCallbackGroup())
     client = listener.create_client(Rollout, "/hma/rollout")
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=8)
     executor.add_node(world)
     executor.add_node(listener)
     spinner = threading.Thread(target=executor.spin, daemon=True)

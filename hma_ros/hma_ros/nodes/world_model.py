@@ -7,15 +7,15 @@ activate   subscribes to the camera (sensor-data QoS) and the action topic, star
 deactivate stops all of that; cleanup releases the model.
 
 Concurrency (STYLE.md 12): the subscriptions only convert messages and append to the bounded
-buffers of a :class:`StepAssembler` under ``_lock`` (held for a few microseconds). The
-prediction timer and the rollout service run in their own mutually exclusive callback groups
-on a MultiThreadedExecutor; the runner is not assumed thread-safe, so model calls are
-serialised by ``_model_lock``: a tick that finds the model busy with a rollout is skipped (and
-counted), a rollout waits up to ``rollout_wait`` seconds for a running tick. A tick runs as soon
-as an input callback cuts a 2 Hz step (a guard condition), so a prediction is published the
-model's compute time after its inputs, and on the 2 Hz timer for steps a skipped tick left.
-Streams are compared with themselves only: a lagging action queue delays steps (up to
-``max_action_wait``), a stamp jumping back on one topic restarts the context.
+buffers of a :class:`StepAssembler` under ``_lock`` (held for a few microseconds). The model
+runs in a prediction thread owned by the node (started on activate, joined on deactivate),
+woken as soon as an input callback cuts a 2 Hz step, and every 0.5 s for steps a skipped tick
+left; the executor (a MultiThreadedExecutor) only runs short callbacks, each entity in its own
+callback group. The runner is not assumed thread-safe, so model calls are serialised by
+``_model_lock``: a tick that finds the model busy with a rollout is skipped (and counted), a
+rollout waits up to ``rollout_wait`` seconds for a running tick. Streams are compared with
+themselves only: a lagging action queue delays steps (up to ``max_action_wait``), a stamp
+jumping back on one topic restarts the context.
 
     python -m hma_ros.nodes.world_model --ros-args -p robot:=franka -p autostart:=true
 """
@@ -95,9 +95,15 @@ class WorldModelNode(LifecycleNode):
         self._declare_parameters()
         self._lock = threading.Lock()  # inputs and counters; held briefly
         self._model_lock = threading.Lock()  # serialises calls into the runner
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        self._predict_group = MutuallyExclusiveCallbackGroup()
+        # One group per entity: rclpy's MultiThreadedExecutor busy-loops (holding the GIL and
+        # starving the model) when two ready entities share a mutually exclusive group and one
+        # of them runs long. The subscriptions share state only under _lock.
+        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._action_group = MutuallyExclusiveCallbackGroup()
         self._rollout_group = MutuallyExclusiveCallbackGroup()
+        self._wake = threading.Event()  # set when a step is cut: the prediction thread runs at once
+        self._stop_predicting = threading.Event()
+        self._predictor: threading.Thread | None = None
         self.robot: RobotConfig | None = None
         self.runner: Any = None
         self.model_id = ""
@@ -105,7 +111,6 @@ class WorldModelNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._timers: list[Any] = []
-        self._step_ready = None  # guard condition: wakes _on_tick as soon as a step is cut
         self._service = None
         self._reset_state()
 
@@ -206,23 +211,23 @@ class WorldModelNode(LifecycleNode):
                 robot.camera.topic,
                 self._on_image,
                 qos_profile_sensor_data,
-                callback_group=self._input_group,
+                callback_group=self._camera_group,
             ),
             self.create_subscription(
                 JointState,
                 robot.action.topic,
                 self._on_action,
                 max(50, math.ceil(ACTION_QUEUE_S * robot.control_hz)),
-                callback_group=self._input_group,
+                callback_group=self._action_group,
             ),
         ]
-        # A cut step wakes the prediction at once (the camera->prediction delay is the model's
-        # time, not up to a timer period more); the 2 Hz timer picks up steps a busy tick left.
-        self._step_ready = self.create_guard_condition(self._on_tick, callback_group=self._predict_group)
-        self._timers = [
-            self.create_timer(STEP_PERIOD, self._on_tick, callback_group=self._predict_group),
-            self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics),
-        ]
+        # The model runs in its own thread, not in an executor callback: a cut step wakes it at
+        # once (the camera->prediction delay is the model's time), and it also wakes at 2 Hz
+        # for steps a busy tick left. The executor only ever runs short callbacks.
+        self._stop_predicting.clear()
+        self._predictor = threading.Thread(target=self._predict_loop, name="hma_predict", daemon=True)
+        self._predictor.start()
+        self._timers = [self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)]
         self._service = self.create_service(
             Rollout, "/hma/rollout", self._on_rollout, callback_group=self._rollout_group
         )
@@ -252,15 +257,18 @@ class WorldModelNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release_active(self) -> None:
+        if self._predictor is not None:
+            self._stop_predicting.set()
+            self._wake.set()
+            self._predictor.join(timeout=60.0)  # a running prediction finishes first
+            self._predictor = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         for timer in self._timers:
             self.destroy_timer(timer)
         if self._service is not None:
             self.destroy_service(self._service)
-        if self._step_ready is not None:
-            self.destroy_guard_condition(self._step_ready)
-        self._subs, self._timers, self._service, self._step_ready = [], [], None, None
+        self._subs, self._timers, self._service = [], [], None
 
     def _release_configured(self) -> None:
         for pub in self._pubs.values():
@@ -343,8 +351,7 @@ class WorldModelNode(LifecycleNode):
                 self.counters.steps_dropped += MAX_QUEUED_STEPS
                 step = Step(step.stamp, step.frame, None)
             self._steps.append(step)
-            if self._step_ready is not None:
-                self._step_ready.trigger()
+            self._wake.set()
 
     def _on_action(self, msg: JointState) -> None:
         try:
@@ -383,12 +390,20 @@ class WorldModelNode(LifecycleNode):
         return tuple(size) if size else (self.robot.camera.height, self.robot.camera.width)
 
     # -- 2 Hz prediction --------------------------------------------------------------------
-    def _on_tick(self) -> None:
-        """On a cut step (and at 2 Hz): feed the queued steps to the runner, then predict from the newest.
+    def _predict_loop(self) -> None:
+        """The prediction thread: a tick whenever a step is cut (or 0.5 s passed), until deactivated."""
+        while not self._stop_predicting.is_set():
+            self._wake.wait(STEP_PERIOD)
+            self._wake.clear()  # a step cut during the tick sets it again: the next tick follows at once
+            if self._stop_predicting.is_set():
+                return
+            try:
+                self._on_tick()
+            except Exception as e:  # noqa: BLE001 - the thread must outlive any one bad tick
+                self.get_logger().error(f"prediction tick failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
 
-        A step cut while a tick runs triggers the guard condition again; the executor keeps
-        that trigger until this callback group is free, so the next tick follows at once.
-        """
+    def _on_tick(self) -> None:
+        """Feed the queued steps to the runner, then predict from the newest."""
         if not self._model_lock.acquire(blocking=False):  # a rollout is running: steps wait
             with self._lock:
                 self.counters.ticks_model_busy += 1
