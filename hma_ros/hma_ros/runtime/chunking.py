@@ -45,6 +45,15 @@ class AssemblerStats:
     ticks_without_frame: int = 0
 
 
+def _stamp_problem(kind: str, stamp: float, buffer: deque[tuple[float, np.ndarray]]) -> str | None:
+    """Why ``stamp`` cannot join ``buffer`` (stamps must be finite and non-decreasing), or None."""
+    if not math.isfinite(stamp):
+        return f"{kind} stamp must be finite, got {stamp}"
+    if buffer and stamp < buffer[-1][0]:
+        return f"{kind} stamp {stamp:.3f} is older than the last one {buffer[-1][0]:.3f}"
+    return None
+
+
 class StepAssembler:
     """Bounded buffers of raw inputs, emitting model steps on :meth:`tick`.
 
@@ -92,12 +101,10 @@ class StepAssembler:
 
         Refuses a non-finite stamp and one older than the newest buffered frame.
         """
-        if not math.isfinite(stamp):
+        why = _stamp_problem("frame", stamp, self._frames)
+        if why:
             self.stats.frames_dropped += 1
-            raise ValueError(f"frame stamp must be finite, got {stamp}")
-        if self._frames and stamp < self._frames[-1][0]:
-            self.stats.frames_dropped += 1
-            raise ValueError(f"frame stamp {stamp:.3f} is older than the last one {self._frames[-1][0]:.3f}")
+            raise ValueError(why)
         self.stats.frames_in += 1
         self._frames.append((float(stamp), frame))
         while len(self._frames) > self.MAX_FRAMES or self._frames[0][0] < stamp - self.frame_buffer_s:
@@ -141,12 +148,10 @@ class StepAssembler:
         if not np.isfinite(a).all():
             self.stats.actions_rejected += 1
             raise ValueError(f"action contains NaN or inf: {a.tolist()}")
-        if not math.isfinite(stamp):
+        why = _stamp_problem("action", stamp, self._actions)
+        if why:
             self.stats.actions_rejected += 1
-            raise ValueError(f"action stamp must be finite, got {stamp}")
-        if self._actions and stamp < self._actions[-1][0]:
-            self.stats.actions_rejected += 1
-            raise ValueError(f"action stamp {stamp:.3f} is older than the last one {self._actions[-1][0]:.3f}")
+            raise ValueError(why)
         self.stats.actions_in += 1
         self._actions.append((float(stamp), a))
 
