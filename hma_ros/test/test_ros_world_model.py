@@ -410,7 +410,8 @@ def test_bundled_recording_drives_the_world_model(ros_context, spinning_executor
     assert replay.finished.wait(30.0)
     stats = node._assembler.stats
     assert wait_for(lambda: stats.actions_in >= 0.95 * counts[FRANKA.action.topic], timeout=3.0), stats
-    assert stats.frames_in >= 0.8 * counts[FRANKA.camera.topic], stats  # best-effort camera QoS
+    # Best-effort camera QoS (depth 5): a loaded machine loses frames, by design (the newest wins).
+    assert stats.frames_in >= 0.5 * counts[FRANKA.camera.topic], stats
     assert node.counters.actions_refused == 0
     assert node.counters.frames_refused == 0
     assert node.counters.predictions >= 1
