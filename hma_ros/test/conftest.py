@@ -70,7 +70,7 @@ def spinning_executor(ros_context):
     """A MultiThreadedExecutor on ``ros_context`` spinning in a thread; add nodes to it."""
     from rclpy.executors import MultiThreadedExecutor
 
-    executor = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    executor = MultiThreadedExecutor(num_threads=8, context=ros_context)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     yield executor

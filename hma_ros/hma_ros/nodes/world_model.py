@@ -38,7 +38,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -59,6 +59,14 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STEP_PERIOD = 1.0 / MODEL_HZ
 TIME_JUMP = 1.0  # s: an input stamp this far behind its topic's newest one restarts the context
 MAX_ACTION_WAIT = 10.0  # s: upper bound of max_action_wait (frames are buffered that long)
+# Sensor-data QoS (best effort: the newest frames win, nothing is resent), but 10 deep, not 5:
+# frames are buffered until the commands catch up, and a busy executor must not lose them.
+CAMERA_QOS = QoSProfile(
+    history=qos_profile_sensor_data.history,
+    depth=10,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+)
 ACTION_QUEUE_S = 3.0  # s of native-rate actions the subscription queue holds (a reliable topic may lag)
 STEP_TOLERANCE = 0.02  # s: camera stamp jitter accepted when cutting 0.5 s steps
 MAX_QUEUED_STEPS = 8  # steps waiting for the runner; more means it cannot keep up
@@ -210,7 +218,7 @@ class WorldModelNode(LifecycleNode):
                 Image,
                 robot.camera.topic,
                 self._on_image,
-                qos_profile_sensor_data,
+                CAMERA_QOS,
                 callback_group=self._camera_group,
             ),
             self.create_subscription(
@@ -679,7 +687,7 @@ class WorldModelNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = WorldModelNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=8)  # headroom: a saturated pool makes rclpy resubmit tasks in a loop
     executor.add_node(node)
     code = 0
     try:
