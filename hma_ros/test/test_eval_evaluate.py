@@ -70,3 +70,53 @@ def test_cli_writes_json_and_refuses_bad_input(setup, tmp_path):
         main([str(ckpt), "--data", str(data), "--context", "9"])
     with pytest.raises(SystemExit, match="no window"):
         main([str(ckpt), "--data", str(data), "--context", "4", "--horizon", "5"])
+
+
+def test_report_has_table_curves_strips_and_videos(setup, tmp_path):
+    """--report: a Markdown report whose every link resolves, curves, strips and decodable videos."""
+    import re
+
+    from PIL import Image
+
+    from hma_ros.eval.video import read_video
+
+    ckpt, data = setup
+    out = tmp_path / "report"
+    args = ["--context", "2", "--horizon", "3", "--trials", "1", "--episodes", "all"]
+    r = main([str(ckpt), "--data", str(data), *args, "--report", str(out), "--examples", "2"])
+    text = (out / "report.md").read_text()
+    for row in ("| PSNR model |", "| PSNR copy-last-frame |", "| SSIM model |", "dPSNR"):
+        assert row in text
+    assert f"--report {out}" in text  # the command that made it
+    assert json.loads((out / "report.json").read_text())["psnr_per_step"] == r["psnr_per_step"]
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert {"psnr_per_step.png", "ssim_per_step.png"} <= set(links)
+    assert sum(link.endswith(".mp4") for link in links) == 2
+    assert all((out / link).is_file() for link in links), links
+    for link in links:
+        if link.endswith(".mp4"):
+            video = read_video(out / link)
+            assert video.shape[0] == 3  # one frame per predicted step
+            assert video.shape[-1] == 3
+            assert video.mean() > 0
+    strip = np.asarray(Image.open(out / links[-2]))
+    assert strip.shape[0] > strip.shape[1] / 3  # four rows of cells
+
+
+def test_examples_hold_the_frames_the_numbers_came_from(setup):
+    from hma_ros.eval.metrics import psnr
+
+    ckpt, data = setup
+    kept = []
+    r = evaluate(
+        ckpt, data, episodes="all", context=2, horizon=3, trials=1, progress=False, examples=kept, num_examples=3
+    )
+    assert len(kept) == 3
+    assert len({ex["window"] for ex in kept}) == 3
+    ex = kept[0]
+    assert ex["truth"].shape == ex["pred"].shape == ex["random"].shape == (3, 32, 32, 3)
+    assert ex["pred"].dtype == np.uint8
+    frames = np.asarray(EmbodimentDataset.open(data).frames)
+    np.testing.assert_array_equal(ex["truth"], frames[ex["window"] + 2 : ex["window"] + 5])  # window_step 1
+    assert np.isfinite(float(psnr(torch.from_numpy(ex["pred"]), torch.from_numpy(ex["truth"])).mean()))
+    assert r["windows"] >= 3

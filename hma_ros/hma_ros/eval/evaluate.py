@@ -9,7 +9,10 @@ frame with the true actions minus its PSNR with random actions drawn N(0, 1) in 
 action space, averaged over ``trials`` draws.
 
     python -m hma_ros.eval.evaluate CKPT --data DATASET_FOLDER [--episodes last:4] \
-        [--context 4] [--horizon 8] [--trials 5] [--out out/eval.json]
+        [--context 4] [--horizon 8] [--trials 5] [--out out/eval.json] [--report out/eval_report]
+
+``--report DIR`` also writes a Markdown report with curves, image strips and videos of a few
+windows (:mod:`hma_ros.eval.report`).
 
 Seeded: reruns give the same numbers.
 """
@@ -20,6 +23,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +73,13 @@ def evaluate(
     max_windows: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    examples: list[dict[str, Any]] | None = None,
+    num_examples: int = 4,
 ) -> dict[str, Any]:
+    """The numbers as a JSON-ready dict. If ``examples`` is a list, up to ``num_examples``
+    windows spread over the evaluated ones are appended to it: ``window``, ``episode`` and
+    uint8 ``truth``, ``pred`` (true actions) and ``random`` (first random-action trial)
+    frames ``(horizon, H, W, 3)``, for :func:`hma_ros.eval.report.write_report`."""
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
     tokenizer = load_checkpoint_tokenizer(checkpoint)
@@ -100,6 +110,7 @@ def evaluate(
     mean = torch.tensor(spec.action_mean).repeat(spec.stride)
     std = torch.tensor(spec.action_std).repeat(spec.stride)
     psnr_model, psnr_copy, ssim_model, ssim_copy, psnr_rand_last = [], [], [], [], []
+    keep = set(idx[:: max(1, math.ceil(len(idx) / num_examples))][:num_examples]) if examples is not None else set()
     t0 = time.perf_counter()
     frames_generated = 0
     for i in tqdm(idx, desc=f"eval {name}", disable=not progress):
@@ -125,6 +136,16 @@ def evaluate(
         ssim_model.append(ssim(pred[0], truth))
         ssim_copy.append(ssim(copy, truth))
         psnr_rand_last.append(psnr(pred[1:, -1], truth[-1].expand_as(pred[1:, -1])).mean())
+        if i in keep:
+            examples.append(
+                {
+                    "window": i,
+                    "episode": int(episode_of[i]),
+                    "truth": truth.numpy().copy(),
+                    "pred": pred[0].numpy(),
+                    "random": pred[1].numpy(),
+                }
+            )
     elapsed = time.perf_counter() - t0
 
     pm = torch.stack(psnr_model).double()  # (W, horizon)
@@ -197,10 +218,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--out", default=None, help="write the numbers as JSON here")
+    ap.add_argument("--report", default=None, metavar="DIR", help="write a Markdown report with curves and videos")
+    ap.add_argument("--examples", type=int, default=4, help="windows shown in the report")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.examples < 1:
+        raise SystemExit(f"evaluate: --examples must be >= 1, got {args.examples}")
+    examples: list[dict[str, Any]] | None = [] if args.report else None
     try:
         r = evaluate(
             args.checkpoint,
@@ -213,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.temperature,
             max_windows=args.max_windows,
             seed=args.seed,
+            examples=examples,
+            num_examples=args.examples,
         )
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise SystemExit(f"evaluate: {e}") from None
@@ -221,6 +249,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
         log.info("wrote %s", args.out)
+    if args.report:
+        from hma_ros.eval.report import write_report
+
+        r["command"] = "python -m hma_ros.eval.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+        log.info("wrote %s", write_report(r, examples, args.report))
     return r
 
 

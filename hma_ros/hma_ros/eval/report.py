@@ -1,0 +1,109 @@
+"""An evaluation report people can look at: Markdown, per-step curves, image strips and videos.
+
+:func:`write_report` turns what :func:`hma_ros.eval.evaluate.evaluate` returns (the numbers, and
+the example windows it was asked to keep) into a folder::
+
+    DIR/report.md            the metrics table against the baselines, curves, examples, the command
+    DIR/report.json          every number
+    DIR/psnr_per_step.png    PSNR per step ahead, model vs copy-the-last-frame (matplotlib)
+    DIR/ssim_per_step.png
+    DIR/examples/window_NNNN.png   rows actual / predicted / |diff| / random actions, columns steps
+    DIR/examples/window_NNNN.mp4   the same, one step per video frame (PyAV, H.264)
+
+The Markdown links only files in the folder, so it renders anywhere (GitHub, an IDE, pandoc).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hma_ros.eval.video import abs_diff, grid, write_png, write_video
+
+STEP_S = 0.5  # the model clock: 2 Hz
+
+
+def plot_per_step(result: dict[str, Any], metric: str, path: Path) -> Path:
+    """Line plot of ``result[f"{metric}_per_step"]``: the model and each baseline per step ahead."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    series = result[f"{metric}_per_step"]
+    steps = np.arange(1, result["horizon"] + 1) * STEP_S
+    fig, ax = plt.subplots(figsize=(5.0, 3.2), dpi=120)
+    for name, values in series.items():
+        ax.plot(steps, values, marker="o", label=name.replace("_", " "))
+    ax.set_xlabel("seconds ahead")
+    ax.set_ylabel(f"{metric.upper()}{' (dB)' if metric == 'psnr' else ''}")
+    ax.set_title(f"{result['embodiment']}: {metric.upper()} per step, {result['windows']} windows")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def example_grid(example: dict[str, Any], step: int | None = None) -> np.ndarray:
+    """Rows actual / predicted / |diff| / random actions; columns every step (or only ``step``)."""
+    truth, pred, rand = example["truth"], example["pred"], example["random"]
+    cols = range(len(truth)) if step is None else [step]
+    rows = [
+        [truth[k] for k in cols],
+        [pred[k] for k in cols],
+        [abs_diff(pred[k], truth[k]) for k in cols],
+        [rand[k] for k in cols],
+    ]
+    labels = ["actual", "predicted", "|diff|", "random actions"]
+    title = f"window {example['window']}, episode {example['episode']}"
+    return grid(rows, row_labels=labels, col_labels=[f"+{(k + 1) * STEP_S:g} s" for k in cols], title=title)
+
+
+def write_report(result: dict[str, Any], examples: list[dict[str, Any]], out_dir: str | Path) -> Path:
+    """Write the report folder (see the module docstring); returns the path of ``report.md``."""
+    from hma_ros.eval.evaluate import format_table
+
+    out = Path(out_dir)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    plots = [plot_per_step(result, m, out / f"{m}_per_step.png").name for m in ("psnr", "ssim")]
+    shown = []
+    for ex in examples:
+        stem = f"examples/window_{ex['window']:04d}"
+        write_png(out / f"{stem}.png", example_grid(ex))
+        write_video(out / f"{stem}.mp4", [example_grid(ex, k) for k in range(len(ex["truth"]))], fps=2.0)
+        shown.append((ex, stem))
+
+    r = result
+    lines = [
+        f"# Evaluation of `{Path(r['checkpoint']).name}` on `{r['dataset']}`",
+        "",
+        f"{r['windows']} windows of {r['context']} context + {r['horizon']} predicted frames at 2 Hz "
+        f"from episodes {r['episodes']}; M={r['num_steps']} unmasking steps, temperature "
+        f"{r['temperature']}, seed {r['seed']}. The model rolls out under the recorded actions; "
+        "copy-last-frame repeats the last context frame.",
+        "",
+        "## Metrics",
+        "",
+        format_table(r).split("\n", 1)[1].strip(),
+        "",
+        *(f"![{p}]({p})" for p in plots),
+        "",
+        "## Examples",
+        "",
+        "Rows: the recorded frames, the model's prediction, their absolute difference, and the "
+        "prediction under random actions (what dPSNR compares against).",
+        "",
+    ]
+    for ex, stem in shown:
+        lines += [f"![window {ex['window']}]({stem}.png)", f"[video, one step per frame]({stem}.mp4)", ""]
+    if r.get("command"):
+        lines += ["## Reproduce", "", "```sh", r["command"], "```", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
