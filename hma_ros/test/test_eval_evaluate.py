@@ -59,6 +59,13 @@ def test_numbers_have_the_right_shape_and_are_reproducible(setup):
     assert a["psnr_per_step"]["copy_last_frame"][0] == pytest.approx(by_hand, rel=1e-5)
     assert np.isfinite(a["dpsnr"]["value"])
     assert "dPSNR" in format_table(a)
+    # Baselines and metrics side by side: copy-last-frame and the passive (action-free) model.
+    for metric in ("psnr", "ssim", "lpips"):
+        assert set(a[f"{metric}_per_step"]) == {"model", "copy_last_frame", "passive_model"}
+        assert a[f"{metric}_per_step"] == b[f"{metric}_per_step"]
+    assert all(0 <= v < 1.5 for v in a["lpips_per_step"]["model"])
+    assert a["psnr_per_step"]["passive_model"] != a["psnr_per_step"]["model"]  # the actions matter
+    assert "| LPIPS passive model |" in format_table(a)
 
 
 def test_cli_writes_json_and_refuses_bad_input(setup, tmp_path):

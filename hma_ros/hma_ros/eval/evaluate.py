@@ -1,10 +1,12 @@
-"""Evaluate a checkpoint on held-out episodes: per-step PSNR/SSIM against copy-the-last-frame,
-and controllability (dPSNR) as the paper defines it.
+"""Evaluate a checkpoint on held-out episodes: per-step PSNR/SSIM/LPIPS against copy-the-last-frame
+and the passive model, and controllability (dPSNR) as the paper defines it.
 
 For every window of ``context + horizon`` 2 Hz steps in the chosen episodes, the model sees the
 first ``context`` frames (tokenised) and rolls out ``horizon`` frames with the true actions;
-predictions are decoded and compared with the real frames. The copy-last-frame baseline repeats
-the last real context frame. dPSNR (arXiv 2502.04296, §4; IRASim): PSNR of the last predicted
+predictions are decoded and compared with the real frames. Baselines: copy-the-last-frame repeats
+the last real context frame; the passive model is the same checkpoint with every action unknown
+(NaN: the paper's action-free video setting, which it is trained on), so the gap to it is what
+the actions buy. dPSNR (arXiv 2502.04296, §4; IRASim): PSNR of the last predicted
 frame with the true actions minus its PSNR with random actions drawn N(0, 1) in the normalised
 action space, averaged over ``trials`` draws.
 
@@ -34,7 +36,7 @@ from tqdm import tqdm
 
 from hma_ros.data.format import EmbodimentDataset
 from hma_ros.data.windows import WindowDataset
-from hma_ros.eval.metrics import psnr, sample_normalized_random_actions, ssim
+from hma_ros.eval.metrics import lpips, psnr, sample_normalized_random_actions, ssim
 from hma_ros.model.checkpoint import load_model
 from hma_ros.runtime.runner import load_checkpoint_tokenizer
 
@@ -109,7 +111,8 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed)
     mean = torch.tensor(spec.action_mean).repeat(spec.stride)
     std = torch.tensor(spec.action_std).repeat(spec.stride)
-    psnr_model, psnr_copy, ssim_model, ssim_copy, psnr_rand_last = [], [], [], [], []
+    psnr_rand_last = []
+    per_step: dict[str, dict[str, list[torch.Tensor]]] = {m: {} for m in METRICS}
     keep = set(idx[:: max(1, math.ceil(len(idx) / num_examples))][:num_examples]) if examples is not None else set()
     t0 = time.perf_counter()
     frames_generated = 0
@@ -122,20 +125,26 @@ def evaluate(
         ctx_actions = actions[None, :context]  # actions[context-1] produces the first prediction
         future = actions[None, context : context + horizon - 1]  # (1, horizon-1, A)
         rand = sample_normalized_random_actions((trials, horizon, mean.shape[0]), mean, std, generator=gen)
-        # One batched rollout: candidate 0 = true actions, 1..trials = random ones from the same context.
-        cand_ctx = torch.cat([ctx_actions, torch.cat([ctx_actions[:, :-1].expand(trials, -1, -1), rand[:, :1]], 1)])
-        cand_future = torch.cat([future, rand[:, 1:horizon]])
+        # One batched rollout from the same context: candidate 0 = true actions, 1..trials =
+        # random ones, the last = no actions at all (the passive baseline).
+        rand_ctx = torch.cat([ctx_actions[:, :-1].expand(trials, -1, -1), rand[:, :1]], 1)
+        cand_ctx = torch.cat([ctx_actions, rand_ctx, torch.full_like(ctx_actions, float("nan"))])
+        cand_future = torch.cat([future, rand[:, 1:horizon], torch.full_like(future, float("nan"))])
         out = model.generate(
             tokens, cand_ctx, cand_future, name, num_steps=num_steps, temperature=temperature, generator=gen
         )
         pred = tokenizer.decode(out.frames)  # (1 + trials, horizon, H, W, 3)
         frames_generated += pred.shape[0] * pred.shape[1]
-        copy = frames[context - 1].expand_as(truth)
-        psnr_model.append(psnr(pred[0], truth))
-        psnr_copy.append(psnr(copy, truth))
-        ssim_model.append(ssim(pred[0], truth))
-        ssim_copy.append(ssim(copy, truth))
-        psnr_rand_last.append(psnr(pred[1:, -1], truth[-1].expand_as(pred[1:, -1])).mean())
+        candidates = {
+            "model": pred[0],
+            "copy_last_frame": frames[context - 1].expand_as(truth),
+            "passive_model": pred[-1],
+        }
+        for metric, fn in METRICS.items():
+            for key, frames_k in candidates.items():
+                per_step[metric].setdefault(key, []).append(fn(frames_k, truth))
+        rand_last = pred[1 : 1 + trials, -1]
+        psnr_rand_last.append(psnr(rand_last, truth[-1].expand_as(rand_last)).mean())
         if i in keep:
             examples.append(
                 {
@@ -148,9 +157,8 @@ def evaluate(
             )
     elapsed = time.perf_counter() - t0
 
-    pm = torch.stack(psnr_model).double()  # (W, horizon)
-    pc = torch.stack(psnr_copy).double()
-    sm, sc = torch.stack(ssim_model).double(), torch.stack(ssim_copy).double()
+    steps = {m: {k: torch.stack(v).double() for k, v in d.items()} for m, d in per_step.items()}  # (W, horizon)
+    pm = steps["psnr"]["model"]
     pr = torch.stack(psnr_rand_last).double()
     result = {
         "checkpoint": str(checkpoint),
@@ -163,9 +171,8 @@ def evaluate(
         "num_steps": num_steps,
         "temperature": temperature,
         "seed": seed,
-        "psnr_per_step": {"model": pm.mean(0).tolist(), "copy_last_frame": pc.mean(0).tolist()},
-        "ssim_per_step": {"model": sm.mean(0).tolist(), "copy_last_frame": sc.mean(0).tolist()},
-        "psnr_mean": {"model": float(pm.mean()), "copy_last_frame": float(pc.mean())},
+        **{f"{m}_per_step": {k: v.mean(0).tolist() for k, v in d.items()} for m, d in steps.items()},
+        "psnr_mean": {k: float(v.mean()) for k, v in steps["psnr"].items()},
         "dpsnr": {
             "value": float((pm[:, -1] - pr).mean()),
             "psnr_true_actions_last": float(pm[:, -1].mean()),
@@ -183,6 +190,10 @@ def evaluate(
     return result
 
 
+METRICS = {"psnr": psnr, "ssim": ssim, "lpips": lpips}  # per frame; LPIPS: lower is better
+LABELS = {"model": "model", "copy_last_frame": "copy-last-frame", "passive_model": "passive model"}
+
+
 def format_table(r: dict[str, Any]) -> str:
     steps = range(1, r["horizon"] + 1)
     lines = [
@@ -191,10 +202,10 @@ def format_table(r: dict[str, Any]) -> str:
         "| steps ahead | " + " | ".join(str(k) for k in steps) + " |",
         "|---|" + "---|" * r["horizon"],
     ]
-    for key, label in (("model", "PSNR model"), ("copy_last_frame", "PSNR copy-last-frame")):
-        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in r["psnr_per_step"][key]) + " |")
-    for key, label in (("model", "SSIM model"), ("copy_last_frame", "SSIM copy-last-frame")):
-        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in r["ssim_per_step"][key]) + " |")
+    for metric, fmt in (("psnr", ".2f"), ("ssim", ".3f"), ("lpips", ".3f")):
+        for key, values in r.get(f"{metric}_per_step", {}).items():
+            label = f"{metric.upper()} {LABELS.get(key, key)}"
+            lines.append(f"| {label} | " + " | ".join(f"{v:{fmt}}" for v in values) + " |")
     d = r["dpsnr"]
     lines.append(
         f"\ndPSNR {d['value']:.2f} dB (last frame: true actions {d['psnr_true_actions_last']:.2f} dB, "

@@ -6,7 +6,7 @@ the example windows it was asked to keep) into a folder::
     DIR/report.md            the metrics table against the baselines, curves, examples, the command
     DIR/report.json          every number
     DIR/psnr_per_step.png    PSNR per step ahead, model vs copy-the-last-frame (matplotlib)
-    DIR/ssim_per_step.png
+    DIR/ssim_per_step.png, DIR/lpips_per_step.png
     DIR/examples/window_NNNN.png   rows actual / predicted / |diff| / random actions, columns steps
     DIR/examples/window_NNNN.mp4   the same, one step per video frame (PyAV, H.264)
 
@@ -39,7 +39,9 @@ def plot_per_step(result: dict[str, Any], metric: str, path: Path) -> Path:
     for name, values in series.items():
         ax.plot(steps, values, marker="o", label=name.replace("_", " "))
     ax.set_xlabel("seconds ahead")
-    ax.set_ylabel(f"{metric.upper()}{' (dB)' if metric == 'psnr' else ''}")
+    ax.set_ylabel(
+        {"psnr": "PSNR (dB), higher is better", "lpips": "LPIPS, lower is better"}.get(metric, metric.upper())
+    )
     ax.set_title(f"{result['embodiment']}: {metric.upper()} per step, {result['windows']} windows")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -71,7 +73,8 @@ def write_report(result: dict[str, Any], examples: list[dict[str, Any]], out_dir
     out = Path(out_dir)
     (out / "examples").mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    plots = [plot_per_step(result, m, out / f"{m}_per_step.png").name for m in ("psnr", "ssim")]
+    metrics = [m for m in ("psnr", "ssim", "lpips") if f"{m}_per_step" in result]
+    plots = [plot_per_step(result, m, out / f"{m}_per_step.png").name for m in metrics]
     shown = []
     for ex in examples:
         stem = f"examples/window_{ex['window']:04d}"
@@ -86,7 +89,8 @@ def write_report(result: dict[str, Any], examples: list[dict[str, Any]], out_dir
         f"{r['windows']} windows of {r['context']} context + {r['horizon']} predicted frames at 2 Hz "
         f"from episodes {r['episodes']}; M={r['num_steps']} unmasking steps, temperature "
         f"{r['temperature']}, seed {r['seed']}. The model rolls out under the recorded actions; "
-        "copy-last-frame repeats the last context frame.",
+        "copy-last-frame repeats the last context frame; the passive model is the same checkpoint "
+        "with every action unknown (what the actions add).",
         "",
         "## Metrics",
         "",
