@@ -1,6 +1,7 @@
 """The evaluation command on a tiny checkpoint and a dataset the test writes."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -127,3 +128,35 @@ def test_examples_hold_the_frames_the_numbers_came_from(setup):
     np.testing.assert_array_equal(ex["truth"], frames[ex["window"] + 2 : ex["window"] + 5])  # window_step 1
     assert np.isfinite(float(psnr(torch.from_numpy(ex["pred"]), torch.from_numpy(ex["truth"])).mean()))
     assert r["windows"] >= 3
+
+
+def test_baseline_checkpoints_sit_beside_the_model(setup, tmp_path):
+    """--baseline NAME=CKPT (e.g. the recipe trained from scratch) on the same windows."""
+    ckpt, data = setup
+    torch.manual_seed(1)
+    other = HMA(make_config("hma_tiny", [EmbodimentSpec("arm", 2, 4.0)], vocab_factors=(8, 8)))
+    with torch.no_grad():  # zero-initialised heads would make any two tiny models predict alike
+        for p in other.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    scratch = save_checkpoint(tmp_path / "scratch", other)
+    shutil.copytree(ckpt / "tokenizer", scratch / "tokenizer")  # the same tokenizer
+    base = ["--context", "2", "--horizon", "2", "--trials", "1", "--temperature", "0"]
+    r = main([str(ckpt), "--data", str(data), *base, "--baseline", f"from_scratch={scratch}"])
+    for metric in ("psnr", "ssim", "lpips"):
+        assert set(r[f"{metric}_per_step"]) == {"model", "copy_last_frame", "passive_model", "from_scratch"}
+    assert r["psnr_per_step"]["from_scratch"] != r["psnr_per_step"]["model"]  # other weights, other frames
+    assert r["baselines"] == {"from_scratch": str(scratch)}
+    assert "| PSNR from_scratch |" in format_table(r)
+    # The model's own numbers do not move when a baseline is added (separate generators).
+    alone = main([str(ckpt), "--data", str(data), *base])
+    assert alone["psnr_per_step"]["model"] == r["psnr_per_step"]["model"]
+
+    with pytest.raises(SystemExit, match="NAME=CHECKPOINT"):
+        main([str(ckpt), "--data", str(data), *base, "--baseline", str(scratch)])
+    with pytest.raises(SystemExit, match="is taken"):
+        main([str(ckpt), "--data", str(data), *base, "--baseline", f"model={scratch}"])
+    torch.manual_seed(5)
+    foreign = save_checkpoint(tmp_path / "foreign", other)
+    tiny_fsq().save(foreign / "tokenizer")  # other random weights: another tokenizer id
+    with pytest.raises(SystemExit, match="uses tokenizer"):
+        main([str(ckpt), "--data", str(data), *base, "--baseline", f"x={foreign}"])

@@ -77,14 +77,30 @@ def evaluate(
     progress: bool = True,
     examples: list[dict[str, Any]] | None = None,
     num_examples: int = 4,
+    baselines: dict[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """The numbers as a JSON-ready dict. If ``examples`` is a list, up to ``num_examples``
     windows spread over the evaluated ones are appended to it: ``window``, ``episode`` and
     uint8 ``truth``, ``pred`` (true actions) and ``random`` (first random-action trial)
-    frames ``(horizon, H, W, 3)``, for :func:`hma_ros.eval.report.write_report`."""
+    frames ``(horizon, H, W, 3)``, for :func:`hma_ros.eval.report.write_report`.
+
+    ``baselines`` maps names to other checkpoints (e.g. the same recipe trained from scratch,
+    the paper's HMA vs HMA+): each rolls out the same windows under the true actions, with
+    its own generator seeded ``seed``, and appears in the per-step metrics under its name.
+    They must share the checkpoint's tokenizer, so the frames compared are decoded alike."""
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
     tokenizer = load_checkpoint_tokenizer(checkpoint)
+    others = {}
+    for label, folder in (baselines or {}).items():
+        if label in LABELS:
+            raise ValueError(f"baseline name {label!r} is taken: pick another than {sorted(LABELS)}")
+        other_tok = load_checkpoint_tokenizer(Path(folder))
+        if other_tok.tokenizer_id != tokenizer.tokenizer_id:
+            raise ValueError(
+                f"baseline {label!r} uses tokenizer {other_tok.tokenizer_id}, the checkpoint {tokenizer.tokenizer_id}"
+            )
+        others[label] = (load_model(Path(folder)), torch.Generator().manual_seed(seed))
     ds = EmbodimentDataset.open(data)
     name = ds.spec.name
     spec = model.config.embodiment(name)  # KeyError names the known embodiments
@@ -140,6 +156,11 @@ def evaluate(
             "copy_last_frame": frames[context - 1].expand_as(truth),
             "passive_model": pred[-1],
         }
+        for label, (other, other_gen) in others.items():
+            o = other.generate(
+                tokens, ctx_actions, future, name, num_steps=num_steps, temperature=temperature, generator=other_gen
+            )
+            candidates[label] = tokenizer.decode(o.frames)[0]
         for metric, fn in METRICS.items():
             for key, frames_k in candidates.items():
                 per_step[metric].setdefault(key, []).append(fn(frames_k, truth))
@@ -171,6 +192,7 @@ def evaluate(
         "num_steps": num_steps,
         "temperature": temperature,
         "seed": seed,
+        "baselines": {label: str(folder) for label, folder in (baselines or {}).items()},
         **{f"{m}_per_step": {k: v.mean(0).tolist() for k, v in d.items()} for m, d in steps.items()},
         "psnr_mean": {k: float(v.mean()) for k, v in steps["psnr"].items()},
         "dpsnr": {
@@ -231,6 +253,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default=None, help="write the numbers as JSON here")
     ap.add_argument("--report", default=None, metavar="DIR", help="write a Markdown report with curves and videos")
     ap.add_argument("--examples", type=int, default=4, help="windows shown in the report")
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="another checkpoint on the same windows, e.g. from_scratch=out/.../step_00001000 (repeatable)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -238,6 +267,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.examples < 1:
         raise SystemExit(f"evaluate: --examples must be >= 1, got {args.examples}")
     examples: list[dict[str, Any]] | None = [] if args.report else None
+    baselines = {}
+    for item in args.baseline:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise SystemExit(f"evaluate: --baseline wants NAME=CHECKPOINT, got {item!r}")
+        baselines[label] = folder
     try:
         r = evaluate(
             args.checkpoint,
@@ -252,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seed=args.seed,
             examples=examples,
             num_examples=args.examples,
+            baselines=baselines,
         )
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise SystemExit(f"evaluate: {e}") from None

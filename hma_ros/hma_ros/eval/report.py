@@ -90,7 +90,8 @@ def write_report(result: dict[str, Any], examples: list[dict[str, Any]], out_dir
         f"from episodes {r['episodes']}; M={r['num_steps']} unmasking steps, temperature "
         f"{r['temperature']}, seed {r['seed']}. The model rolls out under the recorded actions; "
         "copy-last-frame repeats the last context frame; the passive model is the same checkpoint "
-        "with every action unknown (what the actions add).",
+        "with every action unknown (what the actions add)."
+        + "".join(f" Baseline `{k}`: `{v}`, on the same windows." for k, v in r.get("baselines", {}).items()),
         "",
         "## Metrics",
         "",
