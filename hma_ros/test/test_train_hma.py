@@ -256,7 +256,9 @@ def test_two_process_gloo_pretraining_keeps_ranks_in_sync(world, tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["pretrain_small", "posttrain_franka", "ship_pretrain", "ship_posttrain_franka"])
+@pytest.mark.parametrize(
+    "name", ["pretrain_small", "posttrain_franka", "ship_pretrain", "ship_posttrain_franka", "ship_scratch_franka"]
+)
 def test_shipped_training_configs_validate(name):
     from hma_ros.model.presets import PRESETS
     from hma_ros.paths import share_dir
