@@ -120,7 +120,7 @@ def evaluate(
     episode_of = np.searchsorted(ds.episode_starts, windows.starts, side="right") - 1
     idx = [i for i in range(len(windows)) if int(episode_of[i]) in chosen]
     if max_windows is not None:
-        idx = idx[:: max(1, math.ceil(len(idx) / max_windows))][:max_windows]
+        idx = spread(idx, max_windows)
     if not idx:
         raise ValueError(f"no window of {context + horizon} steps in episodes {sorted(chosen)}")
 
@@ -129,9 +129,8 @@ def evaluate(
     std = torch.tensor(spec.action_std).repeat(spec.stride)
     psnr_rand_last = []
     per_step: dict[str, dict[str, list[torch.Tensor]]] = {m: {} for m in METRICS}
-    keep = set(idx[:: max(1, math.ceil(len(idx) / num_examples))][:num_examples]) if examples is not None else set()
-    t0 = time.perf_counter()
-    frames_generated = 0
+    keep = set(spread(idx, num_examples)) if examples is not None else set()
+    rollout_s, frames_generated = 0.0, 0  # the model's own rollouts only: frames/s of this configuration
     for i in tqdm(idx, desc=f"eval {name}", disable=not progress):
         w = windows[i]
         frames = torch.from_numpy(np.asarray(w["frames"]))  # (T, H, W, 3)
@@ -146,10 +145,12 @@ def evaluate(
         rand_ctx = torch.cat([ctx_actions[:, :-1].expand(trials, -1, -1), rand[:, :1]], 1)
         cand_ctx = torch.cat([ctx_actions, rand_ctx, torch.full_like(ctx_actions, float("nan"))])
         cand_future = torch.cat([future, rand[:, 1:horizon], torch.full_like(future, float("nan"))])
+        t0 = time.perf_counter()
         out = model.generate(
             tokens, cand_ctx, cand_future, name, num_steps=num_steps, temperature=temperature, generator=gen
         )
-        pred = tokenizer.decode(out.frames)  # (1 + trials, horizon, H, W, 3)
+        rollout_s += time.perf_counter() - t0
+        pred = tokenizer.decode(out.frames)  # (2 + trials, horizon, H, W, 3)
         frames_generated += pred.shape[0] * pred.shape[1]
         candidates = {
             "model": pred[0],
@@ -176,7 +177,6 @@ def evaluate(
                     "random": pred[1].numpy(),
                 }
             )
-    elapsed = time.perf_counter() - t0
 
     steps = {m: {k: torch.stack(v).double() for k, v in d.items()} for m, d in per_step.items()}  # (W, horizon)
     pm = steps["psnr"]["model"]
@@ -202,14 +202,19 @@ def evaluate(
             "trials": trials,
         },
         "tokenizer_psnr_ceiling": None,
-        "frames_per_s": frames_generated / elapsed,
-        "seconds": elapsed,
+        "frames_per_s": frames_generated / rollout_s,
+        "rollout_seconds": rollout_s,  # model.generate only (not decoding, metrics or baselines)
     }
     # What the tokenizer alone loses: no prediction can beat reconstructing the true frames.
-    recon = torch.stack([tokenizer.reconstruct(np.asarray(windows[i]["frames"])[context:]) for i in idx[:16]])
-    truth16 = torch.stack([torch.from_numpy(np.asarray(windows[i]["frames"])[context:]) for i in idx[:16]])
-    result["tokenizer_psnr_ceiling"] = float(psnr(recon, truth16).mean())
+    truth16 = [np.asarray(windows[i]["frames"])[context:] for i in idx[:16]]
+    recon = torch.stack([tokenizer.reconstruct(t) for t in truth16])
+    result["tokenizer_psnr_ceiling"] = float(psnr(recon, torch.from_numpy(np.stack(truth16))).mean())
     return result
+
+
+def spread(items: list, k: int) -> list:
+    """At most ``k`` of ``items``, evenly spaced from the first."""
+    return items[:: max(1, math.ceil(len(items) / k))][:k]
 
 
 METRICS = {"psnr": psnr, "ssim": ssim, "lpips": lpips}  # per frame; LPIPS: lower is better
