@@ -46,8 +46,8 @@ def test_select_episodes():
 
 def test_numbers_have_the_right_shape_and_are_reproducible(setup):
     ckpt, data = setup
-    a = evaluate(ckpt, data, episodes="last:2", context=2, horizon=3, trials=2, progress=False)
-    b = evaluate(ckpt, data, episodes="last:2", context=2, horizon=3, trials=2, progress=False)
+    a = evaluate(ckpt, data, episodes="last:2", context=2, horizon=3, trials=2, progress=False, frechet=False)
+    b = evaluate(ckpt, data, episodes="last:2", context=2, horizon=3, trials=2, progress=False, frechet=False)
     assert a["windows"] == 2 * (8 - 5 + 1)
     assert len(a["psnr_per_step"]["model"]) == 3
     assert a["psnr_per_step"] == b["psnr_per_step"]
@@ -72,12 +72,27 @@ def test_numbers_have_the_right_shape_and_are_reproducible(setup):
 def test_cli_writes_json_and_refuses_bad_input(setup, tmp_path):
     ckpt, data = setup
     out = tmp_path / "r.json"
-    main([str(ckpt), "--data", str(data), "--context", "2", "--horizon", "2", "--trials", "1", "--out", str(out)])
+    main(
+        [
+            str(ckpt),
+            "--data",
+            str(data),
+            "--no-frechet",
+            "--context",
+            "2",
+            "--horizon",
+            "2",
+            "--trials",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["horizon"] == 2
     with pytest.raises(SystemExit, match="exceeds the model's window"):
-        main([str(ckpt), "--data", str(data), "--context", "9"])
+        main([str(ckpt), "--data", str(data), "--no-frechet", "--context", "9"])
     with pytest.raises(SystemExit, match="no window"):
-        main([str(ckpt), "--data", str(data), "--context", "4", "--horizon", "5"])
+        main([str(ckpt), "--data", str(data), "--no-frechet", "--context", "4", "--horizon", "5"])
 
 
 def test_report_has_table_curves_strips_and_videos(setup, tmp_path):
@@ -91,14 +106,28 @@ def test_report_has_table_curves_strips_and_videos(setup, tmp_path):
     ckpt, data = setup
     out = tmp_path / "report"
     args = ["--context", "2", "--horizon", "3", "--trials", "1", "--episodes", "all"]
+    args += ["--max-windows", "4", "--long-data", str(data), "--long-horizon", "5"]
     r = main([str(ckpt), "--data", str(data), *args, "--report", str(out), "--examples", "2"])
     text = (out / "report.md").read_text()
-    for row in ("| PSNR model |", "| PSNR copy-last-frame |", "| SSIM model |", "dPSNR"):
+    for row in ("| PSNR model |", "| PSNR copy-last-frame |", "| SSIM model |", "dPSNR", "Perplexity ", "FID "):
         assert row in text
+    assert "Long horizon: 3 episodes" in text
+    # What could not be computed says why: 5-frame windows are too short for I3D, and random
+    # frames have no simulator to re-simulate them.
+    assert "FVD: windows of 5 frames; I3D needs at least 9" in text
+    assert "PSNR*/perplexity*:" in text
+    assert "not written by hma_ros.sim.generate" in text
+    assert set(r["frechet"]["fid"]["scores"]) == {
+        "model",
+        "copy_last_frame",
+        "passive_model",
+        "tokenizer_reconstruction",
+    }
+    assert r["frechet"]["fid"]["samples"] == 4 * 3
     assert f"--report {out}" in text  # the command that made it
     assert json.loads((out / "report.json").read_text())["psnr_per_step"] == r["psnr_per_step"]
     links = re.findall(r"\]\(([^)]+)\)", text)
-    assert {"psnr_per_step.png", "ssim_per_step.png"} <= set(links)
+    assert {"psnr_per_step.png", "ssim_per_step.png", "long_horizon_psnr.png", "long_horizon_ssim.png"} <= set(links)
     assert sum(link.endswith(".mp4") for link in links) == 2
     assert all((out / link).is_file() for link in links), links
     for link in links:
@@ -117,7 +146,16 @@ def test_examples_hold_the_frames_the_numbers_came_from(setup):
     ckpt, data = setup
     kept = []
     r = evaluate(
-        ckpt, data, episodes="all", context=2, horizon=3, trials=1, progress=False, examples=kept, num_examples=3
+        ckpt,
+        data,
+        episodes="all",
+        context=2,
+        horizon=3,
+        trials=1,
+        progress=False,
+        examples=kept,
+        num_examples=3,
+        frechet=False,
     )
     assert len(kept) == 3
     assert len({ex["window"] for ex in kept}) == 3
@@ -141,22 +179,74 @@ def test_baseline_checkpoints_sit_beside_the_model(setup, tmp_path):
     scratch = save_checkpoint(tmp_path / "scratch", other)
     shutil.copytree(ckpt / "tokenizer", scratch / "tokenizer")  # the same tokenizer
     base = ["--context", "2", "--horizon", "2", "--trials", "1", "--temperature", "0"]
-    r = main([str(ckpt), "--data", str(data), *base, "--baseline", f"from_scratch={scratch}"])
+    r = main([str(ckpt), "--data", str(data), "--no-frechet", *base, "--baseline", f"from_scratch={scratch}"])
     for metric in ("psnr", "ssim", "lpips"):
         assert set(r[f"{metric}_per_step"]) == {"model", "copy_last_frame", "passive_model", "from_scratch"}
     assert r["psnr_per_step"]["from_scratch"] != r["psnr_per_step"]["model"]  # other weights, other frames
     assert r["baselines"] == {"from_scratch": str(scratch)}
     assert "| PSNR from_scratch |" in format_table(r)
     # The model's own numbers do not move when a baseline is added (separate generators).
-    alone = main([str(ckpt), "--data", str(data), *base])
+    alone = main([str(ckpt), "--data", str(data), "--no-frechet", *base])
     assert alone["psnr_per_step"]["model"] == r["psnr_per_step"]["model"]
 
     with pytest.raises(SystemExit, match="NAME=CHECKPOINT"):
-        main([str(ckpt), "--data", str(data), *base, "--baseline", str(scratch)])
+        main([str(ckpt), "--data", str(data), "--no-frechet", *base, "--baseline", str(scratch)])
     with pytest.raises(SystemExit, match="is taken"):
-        main([str(ckpt), "--data", str(data), *base, "--baseline", f"model={scratch}"])
+        main([str(ckpt), "--data", str(data), "--no-frechet", *base, "--baseline", f"model={scratch}"])
     torch.manual_seed(5)
     foreign = save_checkpoint(tmp_path / "foreign", other)
     tiny_fsq().save(foreign / "tokenizer")  # other random weights: another tokenizer id
     with pytest.raises(SystemExit, match="uses tokenizer"):
-        main([str(ckpt), "--data", str(data), *base, "--baseline", f"x={foreign}"])
+        main([str(ckpt), "--data", str(data), "--no-frechet", *base, "--baseline", f"x={foreign}"])
+
+
+@torch.no_grad()
+def test_perplexity_is_the_teacher_forced_next_frame_likelihood():
+    """next_frame_nll's one batched pass equals predicting each frame alone from the true
+    frames before it, all its tokens masked; and it tracks the model's own logits."""
+    from tiny_models import tiny_model
+
+    from hma_ros.eval.likelihood import next_frame_nll
+    from hma_ros.model.hma import factor_digits
+
+    model, _ = tiny_model("discrete", [EmbodimentSpec("arm", 2, 4.0)])  # non-zero heads: logits vary
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 64, (6, 4, 4), generator=g)
+    actions = torch.randn(6, 4, generator=g)  # (T, stride * A): control 4 Hz, stride 2, A 2
+    nll = next_frame_nll(model, tokens, actions, "arm", first=2)
+    assert nll.shape == (4,)
+    for j, t in enumerate(range(2, 6)):
+        prev = torch.cat([torch.full((1, 4), float("nan")), actions[:t]])[None]  # produced frames 0..t
+        mask = torch.zeros(1, t + 1, 16, dtype=torch.bool)
+        mask[0, t] = True
+        out = model.outputs(tokens[None, : t + 1], prev, "arm", token_mask=mask)
+        digits = factor_digits(tokens[t].flatten(), (8, 8))
+        by_hand = sum(
+            torch.nn.functional.cross_entropy(lg[0, t].double(), d, reduction="mean")
+            for lg, d in zip(out["logits"], digits, strict=True)
+        )
+        assert float(nll[j]) == pytest.approx(float(by_hand), rel=1e-6)
+    # Positive control: other actions give another likelihood.
+    assert not torch.allclose(nll, next_frame_nll(model, tokens, actions + 3.0, "arm", first=2))
+    with pytest.raises(ValueError, match="first"):
+        next_frame_nll(model, tokens, actions, "arm", first=0)
+
+
+def test_long_horizon_rollouts_and_their_errors(setup):
+    from hma_ros.eval.evaluate import evaluate_long_horizon
+
+    ckpt, data = setup
+    r = evaluate_long_horizon(ckpt, data, context=2, horizon=6, temperature=0, progress=False)
+    assert r["episodes"] == 3
+    assert {k: len(v) for k, v in r["psnr_per_step"].items()} == {"model": 6, "copy_last_frame": 6, "passive_model": 6}
+    # Copy-last-frame by hand: each episode's frame 1 against its frames 2..7.
+    frames = np.asarray(EmbodimentDataset.open(data).frames, np.float64)
+    mse = [((frames[e + 1] - frames[e + 2 + k]) ** 2).mean() for e in (0, 8, 16) for k in (0, 5)]
+    by_hand = 10 * np.log10(255**2 / np.array(mse)).reshape(3, 2).mean(0)
+    assert r["psnr_per_step"]["copy_last_frame"][0] == pytest.approx(by_hand[0], rel=1e-5)
+    assert r["psnr_per_step"]["copy_last_frame"][5] == pytest.approx(by_hand[1], rel=1e-5)
+    assert r == evaluate_long_horizon(ckpt, data, context=2, horizon=6, temperature=0, progress=False) | {
+        "frames_per_s": r["frames_per_s"]
+    }
+    with pytest.raises(ValueError, match=r"sim\.generate --steps"):
+        evaluate_long_horizon(ckpt, data, context=2, horizon=20, progress=False)

@@ -7,6 +7,8 @@ the example windows it was asked to keep) into a folder::
     DIR/report.json          every number
     DIR/psnr_per_step.png    PSNR per step ahead, model vs copy-the-last-frame (matplotlib)
     DIR/ssim_per_step.png, DIR/lpips_per_step.png
+    DIR/psnr_star_per_step.png  PSNR* against the re-simulated truth (simulated datasets)
+    DIR/long_horizon_psnr.png, DIR/long_horizon_ssim.png   100+ frame rollouts (``--long-data``)
     DIR/examples/window_NNNN.png   rows actual / predicted / |diff| / random actions, columns steps
     DIR/examples/window_NNNN.mp4   the same, one step per video frame (PyAV, H.264)
 
@@ -26,29 +28,54 @@ from hma_ros.eval.video import abs_diff, grid, write_png, write_video
 STEP_S = 0.5  # the model clock: 2 Hz
 
 
-def plot_per_step(result: dict[str, Any], metric: str, path: Path) -> Path:
-    """Line plot of ``result[f"{metric}_per_step"]``: the model and each baseline per step ahead."""
+YLABELS = {"psnr": "PSNR (dB), higher is better", "lpips": "LPIPS, lower is better", "ssim": "SSIM, higher is better"}
+
+
+def plot_series(series: dict[str, list[float]], ylabel: str, title: str, path: Path) -> Path:
+    """Line plot of per-step values (one line per entry of ``series``) against seconds ahead."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    series = result[f"{metric}_per_step"]
-    steps = np.arange(1, result["horizon"] + 1) * STEP_S
     fig, ax = plt.subplots(figsize=(5.0, 3.2), dpi=120)
     for name, values in series.items():
-        ax.plot(steps, values, marker="o", label=name.replace("_", " "))
+        steps = np.arange(1, len(values) + 1) * STEP_S
+        ax.plot(steps, values, marker="o" if len(values) <= 20 else None, label=name.replace("_", " "))
     ax.set_xlabel("seconds ahead")
-    ax.set_ylabel(
-        {"psnr": "PSNR (dB), higher is better", "lpips": "LPIPS, lower is better"}.get(metric, metric.upper())
-    )
-    ax.set_title(f"{result['embodiment']}: {metric.upper()} per step, {result['windows']} windows")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_per_step(result: dict[str, Any], metric: str, path: Path) -> Path:
+    """Line plot of ``result[f"{metric}_per_step"]``: the model and each baseline per step ahead."""
+    title = f"{result['embodiment']}: {metric.upper()} per step, {result['windows']} windows"
+    return plot_series(result[f"{metric}_per_step"], YLABELS.get(metric, metric.upper()), title, path)
+
+
+def further_plots(result: dict[str, Any], out: Path) -> list[str]:
+    """PSNR* per step (re-simulated) and the long-horizon curves, when the result has them."""
+    names = []
+    rs = result.get("resim", {})
+    if "psnr_star_per_step" in rs:
+        from hma_ros.eval.evaluate import LABELS_STAR
+
+        series = {LABELS_STAR.get(k, k): v for k, v in rs["psnr_star_per_step"].items()}
+        title = f"PSNR* vs the simulator, actions perturbed by {rs['sigma']:g} std"
+        names.append(plot_series(series, YLABELS["psnr"], title, out / "psnr_star_per_step.png").name)
+    lh = result.get("long_horizon")
+    if lh:
+        for metric in ("psnr", "ssim"):
+            title = f"{metric.upper()} over {lh['horizon']} open-loop frames, {lh['episodes']} episodes"
+            path = out / f"long_horizon_{metric}.png"
+            names.append(plot_series(lh[f"{metric}_per_step"], YLABELS[metric], title, path).name)
+    return names
 
 
 def example_grid(example: dict[str, Any], step: int | None = None) -> np.ndarray:
@@ -75,6 +102,7 @@ def write_report(result: dict[str, Any], examples: list[dict[str, Any]], out_dir
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     metrics = [m for m in ("psnr", "ssim", "lpips") if f"{m}_per_step" in result]
     plots = [plot_per_step(result, m, out / f"{m}_per_step.png").name for m in metrics]
+    plots += further_plots(result, out)
     shown = []
     for ex in examples:
         stem = f"examples/window_{ex['window']:04d}"

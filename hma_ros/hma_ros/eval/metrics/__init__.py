@@ -9,7 +9,7 @@ never downloaded; see ``hma_ros/eval/nets/WEIGHTS.md``.
 from hma_ros.eval.metrics.frechet import FeatureStats, FIDCalculator, FVDCalculator, frechet_distance, fvd
 from hma_ros.eval.metrics.perceptual import lpips
 from hma_ros.eval.metrics.pixel import DPSNRResult, dpsnr, psnr, sample_normalized_random_actions, ssim
-from hma_ros.eval.metrics.tokens import perplexity
+from hma_ros.eval.metrics.tokens import perplexity, token_nll
 
 __all__ = [
     "DPSNRResult",
@@ -24,4 +24,5 @@ __all__ = [
     "psnr",
     "sample_normalized_random_actions",
     "ssim",
+    "token_nll",
 ]

@@ -6,6 +6,20 @@ import torch
 import torch.nn.functional as F
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token negative log-likelihood (nats, float64) of ``targets`` (...) under ``logits``
+    (..., V); ``perplexity`` is ``exp`` of its mean. Same checks as ``perplexity``."""
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} must be targets {tuple(targets.shape)} + (V,)")
+    if targets.is_floating_point():
+        raise ValueError("targets must be integer token ids")
+    vocab = logits.shape[-1]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
+        raise ValueError(f"targets must lie in [0, {vocab}), got [{int(targets.min())}, {int(targets.max())}]")
+    logp = F.log_softmax(logits.double(), dim=-1)
+    return -logp.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+
+
 def perplexity(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """``exp(mean negative log-likelihood)`` of ``targets`` under ``logits``.
 
@@ -18,15 +32,7 @@ def perplexity(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor |
     (..., F, V) with targets (..., F): the result is the per-factor perplexity; the per-code
     perplexity is that value to the power F. A uniform predictor scores exactly V.
     """
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} must be targets {tuple(targets.shape)} + (V,)")
-    if targets.is_floating_point():
-        raise ValueError("targets must be integer token ids")
-    vocab = logits.shape[-1]
-    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
-        raise ValueError(f"targets must lie in [0, {vocab}), got [{int(targets.min())}, {int(targets.max())}]")
-    logp = F.log_softmax(logits.double(), dim=-1)
-    nll = -logp.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)  # (...)
+    nll = token_nll(logits, targets)  # (...)
     if mask is not None:
         if mask.shape != targets.shape:
             raise ValueError(f"mask {tuple(mask.shape)} must match targets {tuple(targets.shape)}")
