@@ -67,8 +67,10 @@ class Rotary(nn.Module):
         powers = self.RADIX ** torch.arange(self.PLACES, dtype=torch.long)
         self.register_buffer("powers", powers, persistent=False)  # (PLACES,)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x (..., T, hd), pos (T,) long, >= 0."""
+    def tables(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos (T,) long, >= 0 -> cos, sin (T, hd/2) float32: made once per trunk pass and
+        shared by every block's queries and keys (each block recomputing them was ~40% of the
+        elementwise ops of a cached frame step)."""
         q = torch.div(pos[:, None], self.powers, rounding_mode="floor")  # (T, PLACES)
         digits = q - self.RADIX * torch.div(q, self.RADIX, rounding_mode="floor")  # (T, PLACES)
         idx = digits + self.RADIX * torch.arange(self.PLACES, device=pos.device)  # rows of the tables
@@ -76,10 +78,19 @@ class Rotary(nn.Module):
         cos, sin = cos_j[:, 0], sin_j[:, 0]
         for j in range(1, self.PLACES):  # angle sum: rotate by each digit's angle in turn
             cos, sin = cos * cos_j[:, j] - sin * sin_j[:, j], sin * cos_j[:, j] + cos * sin_j[:, j]
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, half)
+        return cos, sin
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (..., T, hd) rotated by the angles of ``tables``: cos, sin (T, hd/2)."""
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         half = x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x (..., T, hd), pos (T,) long, >= 0."""
+        return self.rotate(x, *self.tables(pos))
 
 
 def attention(
@@ -298,19 +309,18 @@ class Attention(nn.Module):
         past_k: torch.Tensor | None = None,
         past_v: torch.Tensor | None = None,
         past_valid: torch.Tensor | None = None,
-        past_pos: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, T, D). Spatial: bidirectional over T. Temporal: causal over [past, x], rotary
-        positions ``past_pos + t`` (past keys already carry theirs). Returns (out (N,T,D), k, v
-        (N,H,T,hd)), k rotated: what a cache stores."""
+        angles ``rope`` = ``Rotary.tables(past_pos + t)`` (past keys already carry theirs).
+        Returns (out (N,T,D), k, v (N,H,T,hd)), k rotated: what a cache stores."""
         q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
         mask = None
         if temporal:
-            pos = torch.arange(x.shape[1], device=x.device)  # (T,)
-            if past_pos is not None:
-                pos = pos + past_pos
-            q, k = self.rotary(q, pos), self.rotary(k, pos)
+            if rope is None:
+                rope = self.rotary.tables(torch.arange(x.shape[1], device=x.device))
+            q, k = Rotary.rotate(q, *rope), Rotary.rotate(k, *rope)
             if past_k is None:
                 mask = temporal_mask(torch.zeros(0, dtype=torch.bool, device=x.device), x.shape[1])
             else:
@@ -386,8 +396,9 @@ class HMABlock(nn.Module):
         h = fn(x if shift is None else modulate(x, shift, scale))
         return h if gate is None else (1 + gate) * h
 
-    def forward(self, x, cond, sel, act_mem, past_k, past_v, past_valid, past_pos):
-        """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_* per layer or None.
+    def forward(self, x, cond, sel, act_mem, past_k, past_v, past_valid, rope):
+        """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_* per layer or None;
+        rope the temporal rotary angles of the T frames (``Rotary.tables``).
         Returns x and this call's temporal k, v (B,S,H,T,hd)."""
         B = x.shape[0]
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = self._modulation(cond, sel)
@@ -406,7 +417,7 @@ class HMABlock(nn.Module):
 
         def temporal(h):
             out, kv["k"], kv["v"] = self.temporal(
-                rearrange(h, "b t s d -> (b s) t d"), True, past_k, past_v, past_valid, past_pos
+                rearrange(h, "b t s d -> (b s) t d"), True, past_k, past_v, past_valid, rope
             )
             return rearrange(out, "(b s) t d -> b t s d", b=B)
 
@@ -537,6 +548,10 @@ class HMA(nn.Module):
             act_mem = cond[:, :, None] + self.action_pos  # (B, T, K, D): repeated action tokens + position
         if self.concat:
             x = torch.cat([x, act_mem], dim=2)  # (B, T, S_img + K, D)
+        pos = torch.arange(T, device=inputs.device)  # absolute frame indices of the T frames
+        if past is not None:
+            pos = pos + past.pos
+        rope = self.blocks[0].temporal.rotary.tables(pos)  # one set of angles for every block
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             pk = pv = pvalid = None
@@ -544,7 +559,7 @@ class HMA(nn.Module):
                 pk = rearrange(past.k[i], "b s h p d -> (b s) h p d")
                 pv = rearrange(past.v[i], "b s h p d -> (b s) h p d")
                 pvalid = past.valid if past_visible is None else past_visible
-            x, k, v = block(x, cond, sel, act_mem, pk, pv, pvalid, None if past is None else past.pos)
+            x, k, v = block(x, cond, sel, act_mem, pk, pv, pvalid, rope)
             ks.append(k)
             vs.append(v)
         x = self.final_norm(x)  # (B, T, S, D)
