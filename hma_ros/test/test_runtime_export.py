@@ -279,3 +279,41 @@ def test_tensorrt_backend_fails_clearly_without_tensorrt(exported):
         with pytest.raises(BackendUnavailableError, match="TensorRT"):
             make()
     assert next(model.parameters()).device.type == "cpu"  # nothing was moved on the way out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_window_graph_is_the_full_reforward_and_benchmarks_both_engines(variant, tmp_path):
+    """WindowForward (the re-forward a cache saves) gives the model's own last-frame outputs,
+    in torch and in ONNX Runtime; the export benchmark times it beside the cached step."""
+    model, _ = tiny(variant)
+    sub = ex.single_embodiment(model, "arm")
+    sig = ex.window_signature(sub)
+    g = torch.Generator().manual_seed(4)
+    inputs = ex.random_inputs(sig, sub, 3, g)
+    window = ex.WindowForward(sub).eval()
+    with torch.no_grad():
+        got = window(*inputs)
+        ref = sub.outputs(
+            inputs[0].reshape(3, sub.config.max_frames, 4, 4, *inputs[0].shape[3:]), inputs[2], "arm", inputs[1]
+        )
+    if variant == "discrete":
+        for lg, r in zip(got[:-1], ref["logits"], strict=True):
+            torch.testing.assert_close(lg, r[:, -1])
+    else:
+        torch.testing.assert_close(got[0], ref["hidden"][:, -1])
+    torch.testing.assert_close(got[-1], ref["actions"][:, -1, : sub.max_step_dim])
+    with torch.no_grad():
+        ex._export_graph(window, sig, inputs, tmp_path / "window.onnx", ex.DEFAULT_OPSET)
+    feed = {io["name"]: x.numpy() for io, x in zip(sig["inputs"], inputs, strict=True)}
+    for o, t in zip(session(tmp_path, "window.onnx").run(None, feed), got, strict=True):
+        np.testing.assert_allclose(o, t.numpy(), atol=1e-4, rtol=1e-4)
+
+    ex.export(model, "arm", tmp_path / "export")
+    rows = ex.benchmark(model, "arm", tmp_path / "export", batches=(1,), threads=(1,))
+    assert {(r["backend"], r["mode"]) for r in rows} == {
+        (b, m) for b in ("torch", "onnxruntime") for m in ("cached", "full")
+    }
+    assert all(r["ms_per_frame"] > 0 for r in rows)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(
+        ["export.json", "step.onnx", *(["diffusion.onnx"] if variant == "continuous" else [])]
+    )
