@@ -477,6 +477,10 @@ LABELS_STAR = {
 }
 
 
+def _header(steps: list[int]) -> list[str]:
+    return ["| steps ahead | " + " | ".join(str(k) for k in steps) + " |", "|---|" + "---|" * len(steps)]
+
+
 def _step_rows(per_step: dict[str, dict[str, list[float]]], steps: list[int], metrics) -> list[str]:
     rows = []
     for metric, fmt in metrics:
@@ -493,8 +497,7 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [
         f"{r['embodiment']}: {r['windows']} windows from episodes {r['episodes']}, "
         f"context {r['context']}, M={r['num_steps']}, temperature {r['temperature']}",
-        "| steps ahead | " + " | ".join(str(k) for k in steps) + " |",
-        "|---|" + "---|" * len(steps),
+        *_header(steps),
         *_step_rows(
             {m: r.get(f"{m}_per_step", {}) for m in METRICS},
             steps,
@@ -526,8 +529,7 @@ def format_table(r: dict[str, Any]) -> str:
             f"\nPSNR* against the simulator under perturbed actions ({rs['windows']} windows, "
             f"future actions shifted by {rs['sigma']:g} std per 2 Hz step, re-simulated):",
             "",
-            "| steps ahead | " + " | ".join(str(k) for k in steps) + " |",
-            "|---|" + "---|" * len(steps),
+            *_header(steps),
         ]
         star = {LABELS_STAR.get(k, k): v for k, v in rs["psnr_star_per_step"].items()}
         lines += [f"| PSNR* {k} | " + " | ".join(f"{x:.2f}" for x in v) + " |" for k, v in star.items()]
@@ -544,8 +546,7 @@ def format_table(r: dict[str, Any]) -> str:
             f"\nLong horizon: {lh['episodes']} episodes of `{lh['dataset']}`, {lh['context']} context frames, "
             f"{lh['horizon']} frames open loop ({lh['frames_per_s']:.1f} generated frames/s):",
             "",
-            "| steps ahead | " + " | ".join(str(k) for k in shown) + " |",
-            "|---|" + "---|" * len(shown),
+            *_header(shown),
             *_step_rows({m: lh[f"{m}_per_step"] for m in ("psnr", "ssim")}, shown, (("psnr", ".2f"), ("ssim", ".3f"))),
         ]
     skipped = [
