@@ -317,3 +317,37 @@ def test_window_graph_is_the_full_reforward_and_benchmarks_both_engines(variant,
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(
         ["export.json", "step.onnx", *(["diffusion.onnx"] if variant == "continuous" else [])]
     )
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_torch_backend_runs_only_its_robot_and_matches_the_full_model(variant):
+    """The torch backend keeps a single-embodiment copy (the other robots' stems and
+    modulations would run on every pass for nothing): same caches, frames and read-outs."""
+    model, _ = tiny(variant)
+    backend = TorchBackend(model, "arm")
+    assert backend.model.config.embodiment_names == ("arm",)
+    assert len(model.config.embodiments) == 2  # the caller's model is left alone
+    ctx, acts = context(model, 1, 3)
+    cache = model.append_frames(model.init_cache(1), ctx[:, :2], acts[:, :2], "arm")
+    own = backend.append_frames(backend.init_cache(1), ctx[:, :2], acts[:, :2])
+    assert torch.equal(cache.k, own.k)
+    assert torch.equal(cache.v, own.v)
+    action = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    ref = model.advance(
+        cache,
+        ctx[:, 2].expand(4, *ctx.shape[2:]),
+        acts[:, 2].expand(4, -1),
+        action,
+        "arm",
+        generator=torch.Generator().manual_seed(2),
+    )
+    got = backend.advance(
+        own,
+        ctx[:, 2].expand(4, *ctx.shape[2:]),
+        acts[:, 2].expand(4, -1),
+        action,
+        generator=torch.Generator().manual_seed(2),
+    )
+    assert torch.equal(ref[0].k, got[0].k)
+    assert torch.equal(ref[1], got[1])
+    assert torch.equal(ref[2][:, :4], got[2][:, :4])

@@ -170,13 +170,17 @@ def test_rollout_commits_inside_the_next_frames_decoding(checkpoint):
     r = WorldModelRunner.from_checkpoint(checkpoint, "arm", num_steps=2)
     feed(r, 3)
     passes = []
-    forward = r.model._forward_frames
 
-    def counted(*args, **kwargs):
-        passes.append(args[0].shape[1])  # frames in this pass
-        return forward(*args, **kwargs)
+    def count(model):  # the backend's own (single-robot) copy of the model runs the passes
+        forward = model._forward_frames
 
-    r.model._forward_frames = counted
+        def counted(*args, **kwargs):
+            passes.append(args[0].shape[1])  # frames in this pass
+            return forward(*args, **kwargs)
+
+        model._forward_frames = counted
+
+    count(r.backend.model)
     cand = np.random.default_rng(3).normal(size=(2, 4, 4)).astype(np.float32)
     fused = r.rollout(cand, seed=11)
     assert len(passes) == 2 * 4  # M * H; the unfused loop takes (M + 1) * H - 1
@@ -186,6 +190,7 @@ def test_rollout_commits_inside_the_next_frames_decoding(checkpoint):
         advance = Backend.advance  # append_frames + predict_next
 
     r.backend = Unfused(r.model, "arm")
+    count(r.backend.model)
     passes.clear()
     plain = r.rollout(cand, seed=11)
     assert len(passes) == 3 * 4 - 1  # positive control: the unfused loop costs one pass more per frame

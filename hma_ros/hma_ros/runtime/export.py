@@ -97,7 +97,8 @@ def single_embodiment(model: HMA, embodiment: str) -> HMA:
     sub = HMA(dataclasses.replace(model.config, embodiments=(spec,)))
     state = model.state_dict()
     sub.load_state_dict({k: state[k] for k in sub.state_dict()}, strict=True)
-    return sub.to(next(model.parameters()).device).eval()
+    p = next(model.parameters())
+    return sub.to(device=p.device, dtype=p.dtype).eval()
 
 
 def step_graph(model: HMA, embodiment: str) -> FrameStep:
