@@ -66,6 +66,10 @@ def test_datasets_that_cannot_be_replayed_say_why(pusht, tmp_path):
         evaluate(
             SHIPPED, other, episodes="all", context=2, horizon=2, trials=1, progress=False, frechet=False, resim=True
         )
+    with pytest.raises(ValueError, match="resim_windows must be >= 1"):
+        evaluate(SHIPPED, pusht, episodes="all", context=2, horizon=2, trials=1, progress=False, resim_windows=0)
+    with pytest.raises(ValueError, match="resim_sigma must be > 0"):
+        evaluate(SHIPPED, pusht, episodes="all", context=2, horizon=2, trials=1, progress=False, resim_sigma=-1.0)
     # A simulator that does not reproduce the recording is caught, not scored against.
     ds.update_source(generator="hma_ros.sim.generate")
     frames = np.memmap(other / "frames.u8", np.uint8, "r+")

@@ -186,6 +186,8 @@ def evaluate(
         raise ValueError(f"context={context} exceeds the model's window of {model.config.max_frames - 1} frames")
     if resim_sigma <= 0:
         raise ValueError(f"resim_sigma must be > 0, got {resim_sigma}")
+    if resim_windows is not None and resim_windows < 1:
+        raise ValueError(f"resim_windows must be >= 1 (or None for all), got {resim_windows}")
     step = window_step if window_step is not None else ds.frame_every  # a window at every 2 Hz frame
     windows = WindowDataset(ds, context + horizon, window_step=step)
     chosen = set(select_episodes(episodes, ds.num_episodes))
@@ -204,7 +206,7 @@ def evaluate(
     resim_skipped = "not asked (--no-resim)" if resim is False else resim_unavailable(ds)
     if resim and resim_skipped:
         raise ValueError(f"PSNR* needs re-simulation: {resim_skipped}")
-    resim_idx = set() if resim_skipped else set(spread(idx, resim_windows or len(idx)))
+    resim_idx = set() if resim_skipped else set(spread(idx, resim_windows if resim_windows else len(idx)))
     resimulator = None if resim_skipped else Resimulator(ds)
     resim_gen = torch.Generator().manual_seed(seed)
     resim_rng = np.random.default_rng(seed)
