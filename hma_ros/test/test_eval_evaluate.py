@@ -250,3 +250,37 @@ def test_long_horizon_rollouts_and_their_errors(setup):
     }
     with pytest.raises(ValueError, match=r"sim\.generate --steps"):
         evaluate_long_horizon(ckpt, data, context=2, horizon=20, progress=False)
+
+
+def test_frechet_sets_need_two_samples_and_say_so():
+    """One window gives one FVD video: no covariance, so the report says why instead of failing
+    after the whole run; FID (every frame a sample) still scores."""
+    from hma_ros.eval.evaluate import FrechetSets
+    from hma_ros.eval.metrics import FeatureStats
+
+    sets = FrechetSets(12)
+    rng = np.random.default_rng(0)
+    for key in ("truth", "model"):
+        fid, fvd = FeatureStats(2048), FeatureStats(400)
+        fid.add(rng.normal(size=(8, 2048)))
+        fvd.add(rng.normal(size=(1, 400)))
+        sets.stats["fid"][key], sets.stats["fvd"][key] = fid, fvd
+    out = sets.result()
+    assert out["fid"]["samples"] == 8
+    assert out["fid"]["scores"]["model"] > 0
+    assert "a covariance needs 2" in out["fvd"]["skipped"]
+    assert "FVD: 1 sample(s)" in format_table(
+        {
+            "embodiment": "arm",
+            "windows": 1,
+            "episodes": [0],
+            "context": 4,
+            "horizon": 8,
+            "num_steps": 2,
+            "temperature": 1.0,
+            "dpsnr": {"value": 0, "psnr_true_actions_last": 0, "psnr_random_actions_last": 0, "trials": 1},
+            "tokenizer_psnr_ceiling": 0,
+            "frames_per_s": 1,
+            "frechet": out,
+        }
+    )

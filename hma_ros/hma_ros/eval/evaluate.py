@@ -116,10 +116,13 @@ class FrechetSets:
             if kind == "fvd" and self.fvd is None:
                 out[kind] = {"skipped": self.fvd_skipped}
                 continue
+            if sets["truth"].n < 2:
+                out[kind] = {"skipped": f"{sets['truth'].n} sample(s); a covariance needs 2 (evaluate more windows)"}
+                continue
             real = sets["truth"].mean_cov()
             scores = {k: frechet_distance(*real, *v.mean_cov()) for k, v in sets.items() if k != "truth"}
             out[kind] = {"scores": scores, "samples": sets["truth"].n}
-        if out["fvd"].get("scores") is not None:
+        if "scores" in out["fvd"]:
             out["fvd"]["frames"] = self.fvd.frames
         return out
 
