@@ -289,9 +289,9 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with optional QK RMS-norm and rotary positions."""
+    """Multi-head self-attention with optional QK RMS-norm; temporal calls take rotary angles."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, dropout: float, rotary: bool = False):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, dropout: float):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
@@ -299,7 +299,6 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.q_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
-        self.rotary = Rotary(head_dim) if rotary else None  # temporal attention; no parameters
         self.dropout = dropout
 
     def forward(
@@ -318,8 +317,6 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         mask = None
         if temporal:
-            if rope is None:
-                rope = self.rotary.tables(torch.arange(x.shape[1], device=x.device))
             q, k = Rotary.rotate(q, *rope), Rotary.rotate(k, *rope)
             if past_k is None:
                 mask = temporal_mask(torch.zeros(0, dtype=torch.bool, device=x.device), x.shape[1])
@@ -370,7 +367,7 @@ class HMABlock(nn.Module):
             self.norm_cross = nn.LayerNorm(D)
             self.cross = CrossAttention(D, config.num_heads)
         self.norm2 = nn.LayerNorm(D)
-        self.temporal = Attention(D, config.num_heads, config.qk_norm, config.dropout, rotary=True)
+        self.temporal = Attention(D, config.num_heads, config.qk_norm, config.dropout)
         self.norm3 = nn.LayerNorm(D)
         hidden = int(D * config.mlp_ratio)
         self.mlp = nn.Sequential(
@@ -465,6 +462,7 @@ class HMA(nn.Module):
         self.action_heads = nn.ModuleDict({e.name: nn.Linear(D, e.step_action_dim) for e in c.embodiments})
 
         self.blocks = nn.ModuleList(HMABlock(c) for _ in range(c.depth))
+        self.rotary = Rotary(D // c.num_heads)  # temporal positions of every block; no parameters
         self.final_norm = nn.LayerNorm(D)
         self.initialize_weights()
 
@@ -551,7 +549,7 @@ class HMA(nn.Module):
         pos = torch.arange(T, device=inputs.device)  # absolute frame indices of the T frames
         if past is not None:
             pos = pos + past.pos
-        rope = self.blocks[0].temporal.rotary.tables(pos)  # one set of angles for every block
+        rope = self.rotary.tables(pos)  # one set of angles for every block
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             pk = pv = pvalid = None

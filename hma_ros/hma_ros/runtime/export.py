@@ -496,7 +496,7 @@ def benchmark(
             impls = [TorchBackend(model, embodiment), OnnxRuntimeBackend(model, embodiment, folder, threads=n_threads)]
             windows = {
                 "torch": _TorchGraph(window).run,
-                "onnxruntime": _OrtGraph(session, window_sig, sub_device(sub)).run,
+                "onnxruntime": _OrtGraph(session, window_sig, next(sub.parameters()).device).run,
             }
             for batch in batches:
                 action = torch.randn(batch, spec.step_action_dim, generator=g)
@@ -544,10 +544,6 @@ def benchmark(
         torch.set_num_threads(before)
         scratch.cleanup()
     return rows
-
-
-def sub_device(model: HMA) -> torch.device:
-    return next(model.parameters()).device
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
