@@ -309,9 +309,9 @@ def test_cache_is_invariant_to_absolute_position():
 
 def test_rotary_is_exact_at_large_positions_in_float32():
     # The digit tables give the float64 rotation to float32 precision at any frame index
-    # (where pos * freq in float32 would be off by radians), bit-exactly below 16.
+    # (where pos * freq in float32 would be off by radians), bit-exactly below 256.
     rot = Rotary(32)
-    pos = torch.tensor([0, 3, 15, 16, 255, 10**6, 10**6 + 7, 2**31 + 12345])
+    pos = torch.tensor([0, 3, 15, 255, 256, 10**6, 10**6 + 7, 2**31 + 12345])
     x = torch.randn(len(pos), 32, dtype=torch.float64)
     freqs = 10000.0 ** (-torch.arange(16, dtype=torch.float64) / 16)
     ang = torch.remainder(pos.double()[:, None] * freqs, 2 * math.pi)
@@ -319,9 +319,9 @@ def test_rotary_is_exact_at_large_positions_in_float32():
     ref = torch.cat([x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()], dim=-1)
     got = rot(x.float(), pos)
     torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=0)
-    cos, sin = ang[:3].cos().float(), ang[:3].sin().float()
-    xf1, xf2 = x[:3, :16].float(), x[:3, 16:].float()
-    assert torch.equal(got[:3], torch.cat([xf1 * cos - xf2 * sin, xf1 * sin + xf2 * cos], dim=-1))
+    cos, sin = ang[:4].cos().float(), ang[:4].sin().float()
+    xf1, xf2 = x[:4, :16].float(), x[:4, 16:].float()
+    assert torch.equal(got[:4], torch.cat([xf1 * cos - xf2 * sin, xf1 * sin + xf2 * cos], dim=-1))
     # Positive control: the naive float32 angle is far off at 10^6 frames.
     naive = pos[5].float() * freqs.float()
     assert (torch.remainder(naive.double(), 2 * math.pi) - ang[5]).abs().max() > 1e-3

@@ -35,10 +35,6 @@ ORDERS = ("random", "confidence")
 # ---------------------------------------------------------------------------------------
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
-
-
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al. 2021) on the last axis, exact at any frame index.
 
@@ -46,51 +42,51 @@ class Rotary(nn.Module):
     can run past the training length without new position parameters. A long-running cache
     has large absolute indices (10^6 frames = 6 days at 2 Hz), where ``pos * freq`` in float32
     loses the angle entirely, and TensorRT has no float64. So the angle is never formed: the
-    index is split into base-16 digits, and the rotation is the product of one rotation per
-    digit, looked up in tables of cos/sin(d * 16^j * freq mod 2 pi) made once in float64.
-    Indices below 16 read a single table entry (the same numbers as the float64 formula);
-    larger ones add ~1 float32 ulp per digit place. Indices wrap at 16^8 = 2^32 frames
+    index is split into base-256 digits, and the rotation is the product of one rotation per
+    digit, looked up in tables of cos/sin(d * 256^j * freq mod 2 pi) made once in float64.
+    Indices below 256 read a single table entry (the same numbers as the float64 formula);
+    larger ones add ~1 float32 ulp per digit place. Indices wrap at 256^4 = 2^32 frames
     (68 years at 2 Hz). Buffers are rebuilt from the head width, never saved.
     """
 
-    RADIX, PLACES = 16, 8
+    RADIX, PLACES = 256, 4
 
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         half = head_dim // 2
         freqs = base ** (-torch.arange(half, dtype=torch.float64) / half)  # (half,)
-        place = self.RADIX ** torch.arange(self.PLACES, dtype=torch.float64)  # (PLACES,)
-        scale = place[:, None] * torch.arange(self.RADIX, dtype=torch.float64)  # (PLACES, RADIX): d * 16^j
+        place = float(self.RADIX) ** torch.arange(self.PLACES, dtype=torch.float64)  # (PLACES,)
+        scale = place[:, None] * torch.arange(self.RADIX, dtype=torch.float64)  # (PLACES, RADIX): d * 256^j
         ang = torch.remainder(scale[..., None] * freqs, 2 * math.pi).reshape(-1, half)  # (PLACES * RADIX, half)
         self.register_buffer("cos_table", ang.cos().float(), persistent=False)
         self.register_buffer("sin_table", ang.sin().float(), persistent=False)
         powers = self.RADIX ** torch.arange(self.PLACES, dtype=torch.long)
         self.register_buffer("powers", powers, persistent=False)  # (PLACES,)
+        self.register_buffer("rows", self.RADIX * torch.arange(self.PLACES), persistent=False)  # (PLACES,)
 
     def tables(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pos (T,) long, >= 0 -> cos, sin (T, hd/2) float32: made once per trunk pass and
-        shared by every block's queries and keys (each block recomputing them was ~40% of the
-        elementwise ops of a cached frame step)."""
+        """pos (T,) long, >= 0 -> cos, sin (T, hd) float32 for ``rotate``: made once per trunk
+        pass and shared by every block's queries and keys. ``sin`` carries the rotation's
+        signs, (-sin, sin), so that ``rotate`` is two products and a sum. A cached step is
+        bound by its op count, hence four base-256 digit places rather than eight base-16."""
         q = torch.div(pos[:, None], self.powers, rounding_mode="floor")  # (T, PLACES)
         digits = q - self.RADIX * torch.div(q, self.RADIX, rounding_mode="floor")  # (T, PLACES)
-        idx = digits + self.RADIX * torch.arange(self.PLACES, device=pos.device)  # rows of the tables
-        cos_j, sin_j = self.cos_table[idx], self.sin_table[idx]  # (T, PLACES, half)
-        cos, sin = cos_j[:, 0], sin_j[:, 0]
+        idx = digits + self.rows  # rows of the tables
+        cos_j, sin_j = self.cos_table[idx].unbind(1), self.sin_table[idx].unbind(1)  # PLACES x (T, half)
+        cos, sin = cos_j[0], sin_j[0]
         for j in range(1, self.PLACES):  # angle sum: rotate by each digit's angle in turn
-            cos, sin = cos * cos_j[:, j] - sin * sin_j[:, j], sin * cos_j[:, j] + cos * sin_j[:, j]
-        return cos, sin
+            cos, sin = cos * cos_j[j] - sin * sin_j[j], sin * cos_j[j] + cos * sin_j[j]
+        return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x (..., T, hd) rotated by the angles of ``tables``: cos, sin (T, hd/2)."""
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        half = x.shape[-1] // 2
-        x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        """x (..., T, hd) rotated by the angles of ``tables`` (cos, sin (T, hd), same dtype as x):
+        halves (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), as x cos + swap(x) sin."""
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x (..., T, hd), pos (T,) long, >= 0."""
-        return self.rotate(x, *self.tables(pos))
+        return self.rotate(x, *(t.to(x.dtype) for t in self.tables(pos)))
 
 
 def attention(
@@ -107,19 +103,18 @@ def attention(
 
 
 def cached_attention(q, k, v, past_k, past_v, past_visible, dropout_p: float) -> torch.Tensor:
-    """Causal attention of T new frames over [cached frames, themselves] without concatenating
-    the cache: scores against the cache and against the new keys are joined (small: P+T per
-    query) and the two value sums added. Copying the whole per-layer cache for every pass
-    (torch.cat + SDPA) cost more than the attention itself on CPU.
+    """Causal attention of T new frames over [cached frames, themselves].
 
-    q, k, v (N,H,T,hd); past_k, past_v (N,H,P,hd); past_visible (P,) or (T,P) bool -> (N,H,T,hd).
+    q, k, v (..., T, hd); past_k, past_v (..., P, hd); past_visible (P,) or (T, P) bool -> (..., T, hd).
+    Plain matmuls, not ``F.scaled_dot_product_attention``: with a mask and a few queries per
+    sequence (T = 1 or 2, P + T = 12 keys, thousands of sequences) the CPU kernel of SDPA
+    was 2-4x slower than these two batched products (hma_small and hma_base, 2 threads).
     """
-    P, T = past_k.shape[2], q.shape[2]
-    scale = q.shape[-1] ** -0.5
-    mask = temporal_mask(past_visible, T)  # (T, P+T)
-    scores = torch.cat([q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)], dim=-1) * scale
-    w = F.dropout(scores.masked_fill(~mask, float("-inf")).softmax(dim=-1), dropout_p)  # (N, H, T, P+T)
-    return w[..., :P] @ past_v + w[..., P:] @ v
+    keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # (..., P+T, hd)
+    scores = (q @ keys.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    mask = temporal_mask(past_visible, q.shape[-2])  # (T, P+T)
+    w = F.dropout(scores.masked_fill(~mask, float("-inf")).softmax(dim=-1), dropout_p)
+    return w @ values
 
 
 def temporal_mask(valid: torch.Tensor, t: int) -> torch.Tensor:
@@ -228,10 +223,13 @@ class KVCache:
     def push(self, k_new: torch.Tensor, v_new: torch.Tensor) -> KVCache:
         """Append T new frames' keys/values (L, B, S, H, T, hd), dropping the oldest when full."""
         P, T = self.valid.shape[0], k_new.shape[-2]
-        k = torch.cat([self.k.expand(-1, k_new.shape[1], -1, -1, -1, -1), k_new], dim=-2)[..., -P:, :]
-        v = torch.cat([self.v.expand(-1, v_new.shape[1], -1, -1, -1, -1), v_new], dim=-2)[..., -P:, :]
+        if T > P:
+            raise ValueError(f"can push at most {P} frames into a {P}-slot cache, got {T}")
+        # The oldest T slots go; slicing before the copy writes the P kept slots once.
+        k = torch.cat([self.k[..., T:, :].expand(-1, k_new.shape[1], -1, -1, -1, -1), k_new], dim=-2)
+        v = torch.cat([self.v[..., T:, :].expand(-1, v_new.shape[1], -1, -1, -1, -1), v_new], dim=-2)
         ones = torch.ones(T, dtype=torch.bool, device=self.valid.device)
-        return KVCache(k, v, torch.cat([self.valid, ones])[-P:], self.pos + T)
+        return KVCache(k, v, torch.cat([self.valid[T:], ones]), self.pos + T)
 
 
 @dataclass
@@ -276,8 +274,13 @@ class ActionStem(nn.Module):
         return self.mlp(self.normalize(a))
 
 
-class RMSNorm(nn.Module):
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMS norm from plain ops (``nn.RMSNorm`` has no ONNX symbolic below opset 23)."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight
+
+
+class RMSNorm(nn.Module):
+    """Holds the learned gain of ``rms_norm`` (``Attention`` applies q's and k's together)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -285,46 +288,63 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with optional QK RMS-norm; temporal calls take rotary angles."""
+    """Multi-head self-attention along one axis of (B, T, S, D) tokens, optional QK RMS-norm.
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, dropout: float):
+    Spatial: the S tokens of each frame attend to each other (bidirectional). Temporal: each
+    token position attends causally over the T frames, with rotary angles, after the cached
+    frames' keys/values when given. Heads are split and merged by strided views around the
+    projections (no transposed copy of the input), queries and keys are normalised and
+    rotated as one stacked tensor: a cached step is small, and its cost is the op count.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, dropout: float, temporal: bool):
         super().__init__()
         self.num_heads = num_heads
+        self.is_temporal = temporal
         head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.q_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(head_dim) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim) if qk_norm else None
         self.dropout = dropout
+        # Attention runs over the last-but-one axis: frames (temporal) or tokens (spatial).
+        self.split = "b t s (three h d) -> three (b s) h t d" if temporal else "b t s (three h d) -> three (b t) h s d"
+        self.merge = "(b s) h t d -> b t s (h d)" if temporal else "(b t) h s d -> b t s (h d)"
 
     def forward(
         self,
         x: torch.Tensor,
-        temporal: bool = False,
         past_k: torch.Tensor | None = None,
         past_v: torch.Tensor | None = None,
         past_valid: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (N, T, D). Spatial: bidirectional over T. Temporal: causal over [past, x], rotary
-        angles ``rope`` = ``Rotary.tables(past_pos + t)`` (past keys already carry theirs).
-        Returns (out (N,T,D), k, v (N,H,T,hd)), k rotated: what a cache stores."""
-        q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.num_heads)
-        q, k = self.q_norm(q), self.k_norm(k)
-        mask = None
-        if temporal:
-            q, k = Rotary.rotate(q, *rope), Rotary.rotate(k, *rope)
-            if past_k is None:
-                mask = temporal_mask(torch.zeros(0, dtype=torch.bool, device=x.device), x.shape[1])
-            else:
-                out = cached_attention(q, k, v, past_k, past_v, past_valid, self.dropout if self.training else 0.0)
-                return self.proj(rearrange(out, "n h t d -> n t (h d)")), k, v
-        out = attention(q, k, v, mask, self.dropout if self.training else 0.0)
-        return self.proj(rearrange(out, "n h t d -> n t (h d)")), k, v
+        """x (B,T,S,D). Temporal: rotary angles ``rope`` = ``Rotary.tables(past_pos + t)`` (past
+        keys already carry theirs); past_k, past_v (B,S,H,P,hd); past_valid (P,) or (T,P) bool.
+        Returns out (B,T,S,D) and k, v: (B,S,H,T,hd) temporal (k rotated: what a cache stores),
+        (B,T,H,S,hd) spatial."""
+        qkv = rearrange(self.qkv(x), self.split, three=3, h=self.num_heads)  # (3, B*S or B*T, H, L, hd)
+        qk, v = qkv[:2], qkv[2]
+        if self.q_norm is not None:
+            w = torch.stack([self.q_norm.weight, self.k_norm.weight]).view(2, 1, 1, 1, -1)
+            qk = rms_norm(qk, w, self.q_norm.eps)
+        if self.is_temporal:
+            qk = Rotary.rotate(qk, *rope)
+        q, k = qk[0], qk[1]
+        p = self.dropout if self.training else 0.0
+        if not self.is_temporal:
+            out = attention(q, k, v, None, p)
+        elif past_k is None:
+            T = x.shape[1]
+            out = attention(q, k, v, torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), p)
+        else:
+            out = cached_attention(q, k, v, past_k, past_v, past_valid, p)
+        B = x.shape[0]
+        return self.proj(rearrange(out, self.merge, b=B)), k, v
 
 
 class CrossAttention(nn.Module):
@@ -361,13 +381,13 @@ class HMABlock(nn.Module):
         super().__init__()
         D = config.dim
         self.norm1 = nn.LayerNorm(D)
-        self.spatial = Attention(D, config.num_heads, config.qk_norm, config.dropout)
+        self.spatial = Attention(D, config.num_heads, config.qk_norm, config.dropout, temporal=False)
         self.cross = None
         if config.action_conditioning == "cross_attention":
             self.norm_cross = nn.LayerNorm(D)
             self.cross = CrossAttention(D, config.num_heads)
         self.norm2 = nn.LayerNorm(D)
-        self.temporal = Attention(D, config.num_heads, config.qk_norm, config.dropout)
+        self.temporal = Attention(D, config.num_heads, config.qk_norm, config.dropout, temporal=True)
         self.norm3 = nn.LayerNorm(D)
         hidden = int(D * config.mlp_ratio)
         self.mlp = nn.Sequential(
@@ -378,51 +398,48 @@ class HMABlock(nn.Module):
             self.modulation = nn.ModuleDict(
                 {e.name: nn.Sequential(nn.SiLU(), nn.Linear(D, 9 * D)) for e in config.embodiments}
             )
+            # (shift, scale, gate) x 3 sub-layers; scales and gates act as 1 + s, 1 + g: add once.
+            one = torch.tensor([0.0, 1.0, 1.0] * 3).repeat_interleave(D)
+            self.register_buffer("mod_offset", one, persistent=False)
 
     def _modulation(self, cond: torch.Tensor, sel: torch.Tensor) -> list[torch.Tensor | None]:
-        """Each sample through its own embodiment's map. cond (B,T,D), sel (E,B) bool."""
+        """Each sample through its own embodiment's map: shift, 1 + scale, 1 + gate for each of
+        the 3 sub-layers, 9 x (B,T,1,D). cond (B,T,D), sel (E,B) bool."""
         if self.modulation is None:
             return [None] * 9
-        out = torch.zeros(*cond.shape[:2], 9 * cond.shape[-1], device=cond.device, dtype=cond.dtype)
-        for i, mod in enumerate(self.modulation.values()):
-            out = torch.where(sel[i][:, None, None], mod(cond), out)  # (B, T, 9D)
-        return list(out[:, :, None].chunk(9, dim=-1))  # 9 x (B, T, 1, D)
+        maps = list(self.modulation.values())
+        if len(maps) == 1:  # a single-robot model (the runtime's): every sample is its robot's
+            out = maps[0](cond)
+        else:
+            out = torch.zeros(*cond.shape[:2], 9 * cond.shape[-1], device=cond.device, dtype=cond.dtype)
+            for i, mod in enumerate(maps):
+                out = torch.where(sel[i][:, None, None], mod(cond), out)  # (B, T, 9D)
+        return list((out + self.mod_offset)[:, :, None].chunk(9, dim=-1))
 
     @staticmethod
-    def _sublayer(x, fn, shift, scale, gate):
-        h = fn(x if shift is None else modulate(x, shift, scale))
-        return h if gate is None else (1 + gate) * h
+    def _modulate(h, shift, scale):
+        return h if shift is None else torch.addcmul(shift, h, scale)  # h * (1 + s) + shift
+
+    @staticmethod
+    def _residual(x, out, gate):
+        return x + out if gate is None else torch.addcmul(x, out, gate)  # x + (1 + g) * out
 
     def forward(self, x, cond, sel, act_mem, past_k, past_v, past_valid, rope):
-        """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_* per layer or None;
-        rope the temporal rotary angles of the T frames (``Rotary.tables``).
+        """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_k, past_v (B,S,H,P,hd) or
+        None; rope the temporal rotary angles of the T frames (``Rotary.tables``).
         Returns x and this call's temporal k, v (B,S,H,T,hd)."""
         B = x.shape[0]
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = self._modulation(cond, sel)
-
-        def spatial(h):
-            out = self.spatial(rearrange(h, "b t s d -> (b t) s d"))[0]
-            return rearrange(out, "(b t) s d -> b t s d", b=B)
-
-        x = x + self._sublayer(self.norm1(x), spatial, sh1, sc1, g1)  # (B, T, S, D)
+        x = self._residual(x, self.spatial(self._modulate(self.norm1(x), sh1, sc1))[0], g1)  # (B, T, S, D)
         if self.cross is not None:
             mem = rearrange(act_mem, "b t k d -> (b t) k d")
             out = self.cross(rearrange(self.norm_cross(x), "b t s d -> (b t) s d"), mem)
             x = x + rearrange(out, "(b t) s d -> b t s d", b=B)
-
-        kv = {}
-
-        def temporal(h):
-            out, kv["k"], kv["v"] = self.temporal(
-                rearrange(h, "b t s d -> (b s) t d"), True, past_k, past_v, past_valid, rope
-            )
-            return rearrange(out, "(b s) t d -> b t s d", b=B)
-
-        x = x + self._sublayer(self.norm2(x), temporal, sh2, sc2, g2)  # (B, T, S, D)
-        x = x + self._sublayer(self.norm3(x), self.mlp, sh3, sc3, g3)  # (B, T, S, D)
-        k = rearrange(kv["k"], "(b s) h t d -> b s h t d", b=B)
-        v = rearrange(kv["v"], "(b s) h t d -> b s h t d", b=B)
-        return x, k, v
+        out, k, v = self.temporal(self._modulate(self.norm2(x), sh2, sc2), past_k, past_v, past_valid, rope)
+        x = self._residual(x, out, g2)
+        x = self._residual(x, self.mlp(self._modulate(self.norm3(x), sh3, sc3)), g3)
+        split = "(b s) h t d -> b s h t d"
+        return x, rearrange(k, split, b=B), rearrange(v, split, b=B)
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,9 +525,13 @@ class HMA(nn.Module):
         finite = prev_actions.abs() < float("inf")  # (B, T, A), False for NaN and +-inf
         known = finite.all(dim=-1, keepdim=True)  # (B, T, 1)
         a = torch.where(finite, prev_actions, 0.0)
-        cond = torch.zeros(*a.shape[:2], self.config.dim, device=a.device, dtype=self.no_action.dtype)
-        for i, stem in enumerate(self.stems.values()):
-            cond = torch.where(sel[i][:, None, None], stem(a.to(cond.dtype)), cond)  # (B, T, D)
+        stems = list(self.stems.values())
+        if len(stems) == 1:  # a single-robot model (the runtime's): every sample is its robot's
+            cond = stems[0](a.to(self.no_action.dtype))
+        else:
+            cond = torch.zeros(*a.shape[:2], self.config.dim, device=a.device, dtype=self.no_action.dtype)
+            for i, stem in enumerate(stems):
+                cond = torch.where(sel[i][:, None, None], stem(a.to(cond.dtype)), cond)  # (B, T, D)
         cond = torch.where(known, cond, self.masked_action)
         return torch.where(is_first[..., None], self.no_action, cond)  # (B, T, D)
 
@@ -549,7 +570,7 @@ class HMA(nn.Module):
         pos = torch.arange(T, device=inputs.device)  # absolute frame indices of the T frames
         if past is not None:
             pos = pos + past.pos
-        rope = self.rotary.tables(pos)  # one set of angles for every block
+        rope = [t.to(x.dtype) for t in self.rotary.tables(pos)]  # one set of angles for every block
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             pk = pv = pvalid = None
