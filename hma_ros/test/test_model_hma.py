@@ -390,3 +390,21 @@ def test_narrow_embodiment_needs_only_its_own_action_width():
         model.predict_next(cache, torch.randn(1, 1), "gripper")
     with pytest.raises(ValueError, match="step_action_dim=6"):
         model.predict_next(cache, torch.randn(1, 2), "arm6")
+
+
+def test_continuous_decoding_samples_each_token_once():
+    # As in MAR: a decoding step runs the diffusion head for the tokens it reveals, not for
+    # every still-masked token, so over M steps each token is sampled exactly once.
+    model = tiny("continuous")
+    rows = []
+    model.diffusion.net.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    cache = model.append_frames(model.init_cache(1), frames("continuous", 1, 2), torch.randn(1, 2, A), "arm")
+    nxt, _ = model.predict_next(cache, torch.randn(3, A), "arm", num_steps=3)
+    steps = model.config.diff_sample_steps
+    assert len(rows) == 3 * steps  # M decoding steps, each a DDIM loop
+    S = model.num_image_tokens
+    schedule = [S, *unmask_schedule(S, 3)]
+    assert rows[::steps] == [3 * (a - b) for a, b in itertools.pairwise(schedule)]  # batch 3
+    assert sum(rows[::steps]) == 3 * S
+    assert torch.isfinite(nxt).all()
+    assert nxt.abs().amax(dim=-1).gt(0).all()  # every token was filled in (none left at zero)

@@ -929,10 +929,6 @@ class HMA(nn.Module):
                 picks = [gumbel_sample(lg, temperature, generator) for lg in out]
                 sampled = compose_digits([p[0] for p in picks], c.vocab_factors)  # (B, S)
                 confidence = math.prod(p[1] for p in picks)  # joint probability of the factors
-            else:
-                z = rearrange(out, "b s d -> (b s) d")
-                sampled = self.diffusion.sample(z, c.diff_sample_steps, temperature, generator, net=diffusion_net)
-                sampled = rearrange(sampled, "(b s) c -> b s c", b=B)
             if order == "confidence":
                 score = confidence
             else:
@@ -941,8 +937,16 @@ class HMA(nn.Module):
             score = torch.where(mask, score, float("inf"))
             rank = score.argsort(dim=-1).argsort(dim=-1)  # (B, S)
             new_mask = rank < remaining
-            reveal = mask & ~new_mask
-            x = torch.where(reveal[..., None] if x.dim() == 3 else reveal, sampled, x)
+            reveal = mask & ~new_mask  # the same number of tokens in every row
+            if c.variant == "discrete":
+                x = torch.where(reveal, sampled, x)
+            else:
+                # As MAR does: the diffusion head runs only for the tokens this step reveals
+                # (the order is random, so it does not depend on the samples). Sampling every
+                # masked token and keeping a few cost M times the diffusion work.
+                z = out[reveal]  # (B * n, D), row-major
+                sampled = self.diffusion.sample(z, c.diff_sample_steps, temperature, generator, net=diffusion_net)
+                x = x.masked_scatter(reveal[..., None].expand_as(x), sampled.to(x.dtype))
             mask = new_mask
         return x, readout
 

@@ -362,7 +362,8 @@ def build_engine(
     trt, onnx_path: Path, signature: dict, batch_scale: int, max_batch: int, opt_batch: int, fp16: bool
 ) -> bytes:
     """Serialised engine for ``onnx_path`` with one optimisation profile over the batch axis:
-    1 .. ``max_batch`` candidates (times ``batch_scale`` rows: tokens for the diffusion MLP)."""
+    1 .. ``max_batch`` candidates (times ``batch_scale`` rows: tokens for the diffusion MLP, which
+    a decoding step runs for the tokens it reveals only, so its rows start at 1)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
@@ -376,7 +377,7 @@ def build_engine(
     profile = builder.create_optimization_profile()
     for spec in signature["inputs"]:
         if "batch" in spec["shape"]:  # the other inputs have static shapes
-            shapes = [_resolve(spec["shape"], n * batch_scale) for n in (1, opt_batch, max_batch)]
+            shapes = [_resolve(spec["shape"], n) for n in (1, opt_batch * batch_scale, max_batch * batch_scale)]
             profile.set_shape(spec["name"], *shapes)
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
