@@ -102,19 +102,26 @@ def attention(
     return att @ v
 
 
-def cached_attention(q, k, v, past_k, past_v, past_visible, dropout_p: float) -> torch.Tensor:
+def cached_attention(q, k, v, past_k, past_v, bias: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """Causal attention of T new frames over [cached frames, themselves].
 
-    q, k, v (..., T, hd); past_k, past_v (..., P, hd); past_visible (P,) or (T, P) bool -> (..., T, hd).
-    Plain matmuls, not ``F.scaled_dot_product_attention``: with a mask and a few queries per
-    sequence (T = 1 or 2, P + T = 12 keys, thousands of sequences) the CPU kernel of SDPA
-    was 2-4x slower than these two batched products (hma_small and hma_base, 2 threads).
+    q, k, v (N,H,T,hd); past_k, past_v (N,H,P,hd); bias (T, P+T) additive, 0 where a new frame
+    may attend and -inf elsewhere (``temporal_bias``) -> (N,H,T,hd). Plain batched products,
+    not ``F.scaled_dot_product_attention``: with a mask and a few queries per sequence (T = 1
+    or 2, P + T = 12 keys, thousands of sequences) SDPA's CPU kernel was 2-4x slower (hma_small
+    and hma_base, 2 threads); ``baddbmm`` scales and masks the scores in the same op.
     """
-    keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # (..., P+T, hd)
-    scores = (q @ keys.transpose(-2, -1)) * q.shape[-1] ** -0.5
-    mask = temporal_mask(past_visible, q.shape[-2])  # (T, P+T)
-    w = F.dropout(scores.masked_fill(~mask, float("-inf")).softmax(dim=-1), dropout_p)
-    return w @ values
+    N, H, T, hd = q.shape
+    keys = torch.cat([past_k, k], dim=-2).view(N * H, -1, hd)  # (NH, P+T, hd)
+    values = torch.cat([past_v, v], dim=-2).view(N * H, -1, hd)
+    scores = torch.baddbmm(bias, q.reshape(N * H, T, hd), keys.transpose(1, 2), alpha=hd**-0.5)
+    w = F.dropout(scores.softmax(dim=-1), dropout_p)  # (NH, T, P+T)
+    return torch.bmm(w, values).view(N, H, T, hd)
+
+
+def temporal_bias(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool (T, K) "may attend" -> additive attention bias: 0 there, -inf elsewhere."""
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible, float("-inf"))
 
 
 def temporal_mask(valid: torch.Tensor, t: int) -> torch.Tensor:
@@ -144,19 +151,23 @@ def compose_digits(digits: list[torch.Tensor], factors: tuple[int, ...]) -> torc
 
 
 def gumbel_sample(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample ids from softmax(logits / temperature) by Gumbel-max; returns (ids, their probability).
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None, with_prob: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample ids from softmax(logits / temperature) by Gumbel-max; returns (ids, their
+    probability, or None without ``with_prob``: only confidence-ordered decoding reads it).
 
     Temperature really scales the logits (the reference implementation ignores it);
     temperature 0 is greedy.
     """
     if temperature > 0:
-        logits = logits / temperature
+        if temperature != 1:
+            logits = logits / temperature
         u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
         ids = (logits - torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))).argmax(dim=-1)
     else:
         ids = logits.argmax(dim=-1)
+    if not with_prob:
+        return ids, None
     prob = logits.softmax(dim=-1).gather(-1, ids[..., None])[..., 0]
     return ids, prob
 
@@ -320,11 +331,12 @@ class Attention(nn.Module):
         x: torch.Tensor,
         past_k: torch.Tensor | None = None,
         past_v: torch.Tensor | None = None,
-        past_valid: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B,T,S,D). Temporal: rotary angles ``rope`` = ``Rotary.tables(past_pos + t)`` (past
-        keys already carry theirs); past_k, past_v (B,S,H,P,hd); past_valid (P,) or (T,P) bool.
+        keys already carry theirs); past_k, past_v ((B S),H,P,hd) or None; ``bias`` the additive
+        (T, P+T) or (T, T) mask of ``temporal_bias``, made once per trunk pass.
         Returns out (B,T,S,D) and k, v: (B,S,H,T,hd) temporal (k rotated: what a cache stores),
         (B,T,H,S,hd) spatial."""
         qkv = rearrange(self.qkv(x), self.split, three=3, h=self.num_heads)  # (3, B*S or B*T, H, L, hd)
@@ -339,10 +351,9 @@ class Attention(nn.Module):
         if not self.is_temporal:
             out = attention(q, k, v, None, p)
         elif past_k is None:
-            T = x.shape[1]
-            out = attention(q, k, v, torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), p)
+            out = attention(q, k, v, bias, p)
         else:
-            out = cached_attention(q, k, v, past_k, past_v, past_valid, p)
+            out = cached_attention(q, k, v, past_k, past_v, bias, p)
         B = x.shape[0]
         return self.proj(rearrange(out, self.merge, b=B)), k, v
 
@@ -424,9 +435,10 @@ class HMABlock(nn.Module):
     def _residual(x, out, gate):
         return x + out if gate is None else torch.addcmul(x, out, gate)  # x + (1 + g) * out
 
-    def forward(self, x, cond, sel, act_mem, past_k, past_v, past_valid, rope):
-        """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_k, past_v (B,S,H,P,hd) or
-        None; rope the temporal rotary angles of the T frames (``Rotary.tables``).
+    def forward(self, x, cond, sel, act_mem, past_k, past_v, bias, rope):
+        """x (B,T,S,D); cond (B,T,D); act_mem (B,T,K,D) or None; past_k, past_v ((B S),H,P,hd) or
+        None; bias the additive temporal mask (``temporal_bias``); rope the temporal rotary angles
+        of the T frames (``Rotary.tables``).
         Returns x and this call's temporal k, v (B,S,H,T,hd)."""
         B = x.shape[0]
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = self._modulation(cond, sel)
@@ -435,7 +447,7 @@ class HMABlock(nn.Module):
             mem = rearrange(act_mem, "b t k d -> (b t) k d")
             out = self.cross(rearrange(self.norm_cross(x), "b t s d -> (b t) s d"), mem)
             x = x + rearrange(out, "(b t) s d -> b t s d", b=B)
-        out, k, v = self.temporal(self._modulate(self.norm2(x), sh2, sc2), past_k, past_v, past_valid, rope)
+        out, k, v = self.temporal(self._modulate(self.norm2(x), sh2, sc2), past_k, past_v, bias, rope)
         x = self._residual(x, out, g2)
         x = self._residual(x, self.mlp(self._modulate(self.norm3(x), sh3, sc3)), g3)
         split = "(b s) h t d -> b s h t d"
@@ -570,15 +582,20 @@ class HMA(nn.Module):
         pos = torch.arange(T, device=inputs.device)  # absolute frame indices of the T frames
         if past is not None:
             pos = pos + past.pos
-        rope = [t.to(x.dtype) for t in self.rotary.tables(pos)]  # one set of angles for every block
+        # Rotary angles and the temporal mask: made once per pass, shared by every block.
+        rope = [t.to(x.dtype) for t in self.rotary.tables(pos)]
+        if past is None:
+            visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # causal
+        else:
+            visible = temporal_mask(past.valid if past_visible is None else past_visible, T)  # (T, P+T)
+        bias = temporal_bias(visible, x.dtype)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
-            pk = pv = pvalid = None
+            pk = pv = None
             if past is not None:
                 pk = rearrange(past.k[i], "b s h p d -> (b s) h p d")
                 pv = rearrange(past.v[i], "b s h p d -> (b s) h p d")
-                pvalid = past.valid if past_visible is None else past_visible
-            x, k, v = block(x, cond, sel, act_mem, pk, pv, pvalid, rope)
+            x, k, v = block(x, cond, sel, act_mem, pk, pv, bias, rope)
             ks.append(k)
             vs.append(v)
         x = self.final_norm(x)  # (B, T, S, D)
@@ -926,11 +943,10 @@ class HMA(nn.Module):
         for remaining in unmask_schedule(S, num_steps):
             out, readout = fn(x, mask)
             if c.variant == "discrete":
-                picks = [gumbel_sample(lg, temperature, generator) for lg in out]
+                picks = [gumbel_sample(lg, temperature, generator, order == "confidence") for lg in out]
                 sampled = compose_digits([p[0] for p in picks], c.vocab_factors)  # (B, S)
-                confidence = math.prod(p[1] for p in picks)  # joint probability of the factors
             if order == "confidence":
-                score = confidence
+                score = math.prod(p[1] for p in picks)  # joint probability of the factors
             else:
                 score = torch.rand(B, S, generator=generator, device=device)
             # Keep the `remaining` lowest-scoring still-masked tokens masked; revealed ones stay.
