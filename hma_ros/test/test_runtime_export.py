@@ -94,6 +94,84 @@ def test_step_graph_equals_torch_step(exported, filled):
             np.testing.assert_array_equal(moved[0][0], got[0][0])  # row 0's action is unknown (NaN)
 
 
+@pytest.mark.parametrize("filled", [0, 2, 5])  # empty cache, partly filled, full (the commit evicts)
+def test_advance_graph_equals_torch_commit_step(exported, filled):
+    """advance.onnx == the full model's HMA.commit_step + heads: the committed frame's keys and
+    values and the next frame's outputs, at two batch sizes."""
+    _, model, folder, meta = exported
+    sess = session(folder, "advance.onnx")
+    c, idx = model.config, model.config.embodiment_index("arm")
+    sig = meta["graphs"]["advance"]
+    g = torch.Generator().manual_seed(10 + filled)
+    for batch in (1, 4):
+        args = ex.random_inputs(sig, ex.single_embodiment(model, "arm"), batch, g)
+        args[7] = torch.arange(c.max_frames - 1) >= c.max_frames - 1 - filled  # cache_valid
+        args[8] = torch.tensor(filled if filled < 5 else 12_345)  # cache_pos
+
+        def wide(a):
+            return torch.nn.functional.pad(a, (0, model.max_step_dim - ARM.step_action_dim))
+
+        with torch.no_grad():
+            emb = torch.full((batch,), idx, dtype=torch.long)
+            f, fa, x, mask, a = args[:5]
+            h, readout, k, v = model.commit_step(f, wide(fa), x, mask, wide(a), emb, KVCache(*args[5:]))
+            acts = model._actions_out(readout[:, None], model._selection(emb), raw=True)[:, 0, : ARM.step_action_dim]
+            heads = model._token_logits(h) if c.variant == "discrete" else [h]
+        got = sess.run(None, {io["name"]: t.numpy() for io, t in zip(sig["inputs"], args, strict=True)})
+        for io, ref, out in zip(sig["outputs"], [*heads, acts, k, v], got, strict=True):
+            np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0, err_msg=io["name"])
+
+
+class _Counted:
+    def __init__(self, graph, calls, name):
+        self.graph, self.calls, self.name = graph, calls, name
+
+    def run(self, inputs):
+        self.calls.append(self.name)
+        return self.graph.run(inputs)
+
+
+def test_graph_backend_advance_is_m_calls_and_old_exports_still_work(exported):
+    """A frame of a rollout costs M graph calls (advance, then steps), like the torch backend's
+    M passes; an export without advance.onnx composes commit + predict (M + 1) to the same numbers."""
+    _, model, folder, _ = exported
+    be = OnnxRuntimeBackend(model, "arm", folder, threads=1)
+    calls: list[str] = []
+    be._graphs = {name: _Counted(graph, calls, name) for name, graph in be._graphs.items()}
+    frames, acts = context(model, 1, 6)  # commits past the 5-slot cache: the sliding window
+    cache = be.append_frames(be.init_cache(), frames[:, :5], acts[:, :5])
+    action = torch.randn(3, ARM.step_action_dim)
+    calls.clear()
+    fused = be.advance(
+        cache,
+        frames[:, 5].expand(3, *frames.shape[2:]),
+        acts[:, 5].expand(3, -1),
+        action,
+        3,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert [n for n in calls if n != "diffusion"] == ["advance", "step", "step"]
+    del be._graphs["advance"]
+    calls.clear()
+    composed = be.advance(
+        cache,
+        frames[:, 5].expand(3, *frames.shape[2:]),
+        acts[:, 5].expand(3, -1),
+        action,
+        3,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert [n for n in calls if n != "diffusion"] == ["step"] * 4
+    torch.testing.assert_close(fused[0].k, composed[0].k, atol=1e-5, rtol=0)
+    assert torch.equal(fused[0].valid, composed[0].valid)
+    assert int(fused[0].pos) == int(composed[0].pos) == 6
+    if model.config.variant == "discrete":
+        assert torch.equal(fused[1], composed[1])
+    else:
+        torch.testing.assert_close(fused[1], composed[1], atol=1e-3, rtol=0)
+    torch.testing.assert_close(fused[2], composed[2], atol=1e-4, rtol=0)
+
+
 def test_graphs_have_no_float64(exported):
     """TensorRT has no float64: no double input, output, initializer, constant, cast or
     intermediate tensor (rotary angles and the NaN-action test stay in float32)."""
@@ -210,7 +288,8 @@ def test_export_cli_writes_graphs_and_description(exported, tmp_path, capsys):
     folder, model, _, _ = exported
     out = tmp_path / "cli"
     meta = ex.main([str(folder), "--embodiment", "arm", "--out", str(out), "--check", "--opset", "18"])
-    files = {"step.onnx", "export.json"} | ({"diffusion.onnx"} if model.config.variant == "continuous" else set())
+    files = {"step.onnx", "advance.onnx", "export.json"}
+    files |= {"diffusion.onnx"} if model.config.variant == "continuous" else set()
     assert {p.name for p in out.iterdir()} == files
     saved = json.loads((out / "export.json").read_text())
     assert saved == meta
@@ -225,6 +304,10 @@ def test_export_cli_writes_graphs_and_description(exported, tmp_path, capsys):
         "cache_pos",
     ]
     assert saved["graphs"]["step"]["inputs"][2]["shape"] == ["batch", ARM.step_action_dim]
+    advance = [i["name"] for i in saved["graphs"]["advance"]["inputs"]]
+    step = [i["name"] for i in saved["graphs"]["step"]["inputs"]]
+    assert advance[1:2] + advance[3:] == ["frame_action", *step[1:]]
+    assert "advance.k_new" in saved["check"]
     assert max(saved["check"].values()) < 1e-4
     printed = capsys.readouterr().out
     assert "max abs diff (all outputs)" in printed
@@ -315,7 +398,7 @@ def test_window_graph_is_the_full_reforward_and_benchmarks_both_engines(variant,
     }
     assert all(r["ms_per_frame"] > 0 for r in rows)
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(
-        ["export.json", "step.onnx", *(["diffusion.onnx"] if variant == "continuous" else [])]
+        ["export.json", "step.onnx", "advance.onnx", *(["diffusion.onnx"] if variant == "continuous" else [])]
     )
 
 

@@ -115,7 +115,9 @@ def cached_attention(q, k, v, past_k, past_v, bias: torch.Tensor, dropout_p: flo
     keys = torch.cat([past_k, k], dim=-2).view(N * H, -1, hd)  # (NH, P+T, hd)
     values = torch.cat([past_v, v], dim=-2).view(N * H, -1, hd)
     scores = torch.baddbmm(bias, q.reshape(N * H, T, hd), keys.transpose(1, 2), alpha=hd**-0.5)
-    w = F.dropout(scores.softmax(dim=-1), dropout_p)  # (NH, T, P+T)
+    w = scores.softmax(dim=-1)  # (NH, T, P+T)
+    if dropout_p > 0:  # training only: an exported graph has no dropout node
+        w = F.dropout(w, dropout_p)
     return torch.bmm(w, values).view(N, H, T, hd)
 
 
@@ -844,34 +846,43 @@ class HMA(nn.Module):
         """``append_frames`` for one frame (B,h,w[,C]); action_in (B,A) produced it (None = unknown)."""
         return self.append_frames(cache, frame[:, None], None if action_in is None else action_in[:, None], embodiment)
 
-    def _fused_commit_fn(self, cache: KVCache, frame, action_in, action, emb, state: dict):
-        """Decoding function whose first call also commits ``frame`` (produced by ``action_in``).
+    def commit_step(self, frame_inputs, frame_action, inputs, token_mask, prev_action, emb, cache: KVCache):
+        """Commit a known frame and run the next frame's decoding pass, as one two-frame causal
+        pass: the pure-tensor fused step (``advance``'s first pass; exported as ``advance.onnx``).
 
-        The commit of frame t and the first decoding pass of frame t+1 run as one two-frame
-        causal pass: frame t's keys/values and frame t+1's outputs are exactly those of
-        ``append_frame`` followed by ``step``, for one pass instead of two. When the cache is
-        full, the new frame does not see the slot that the commit evicts (sliding window).
-        ``state["cache"]`` holds the cache after the commit.
+        frame_inputs (B,S[,C]) the frame to commit, produced by frame_action (B,A) (NaN =
+        unknown); inputs, token_mask, prev_action, emb as in ``step`` for the frame after it.
+        The committed frame's keys/values and the next frame's outputs are exactly those of
+        committing it (``append_frames``) and then calling ``step``. When the cache is full,
+        the next frame does not see the slot the commit evicts (sliding window). Returns hidden
+        image tokens (B,S,D) and action read-out (B,D) of the next frame, and the committed
+        frame's keys/values (L,B,S',H,1,hd) for ``KVCache.push``.
         """
-        state["cache"] = None
         valid = cache.valid
         evicted = valid.all() & (torch.arange(valid.shape[0], device=valid.device) == 0)
         visible = torch.stack([valid, valid & ~evicted])  # (2, P)
-        inputs0 = frame.flatten(1, 2)  # (B, S[, C])
+        h, readout, k, v = self._forward_frames(
+            torch.stack([frame_inputs, inputs], dim=1),
+            torch.stack([torch.zeros_like(token_mask), token_mask], dim=1),
+            torch.stack([frame_action, prev_action], dim=1),
+            torch.stack([~valid.any(), torch.zeros_like(valid[0])]),
+            emb,
+            cache,
+            visible,
+        )
+        return h[:, 1], readout[:, 1], k[..., :1, :], v[..., :1, :]
+
+    def _fused_commit_fn(self, cache: KVCache, frame, action_in, action, emb, state: dict):
+        """Decoding function whose first call also commits ``frame`` (``commit_step``), the
+        later ones ``step`` after it. ``state["cache"]`` holds the cache after the commit."""
+        state["cache"] = None
+        frame_inputs = frame.flatten(1, 2)  # (B, S[, C])
 
         def fn(x, mask):
             if state["cache"] is None:
-                h, readout, k, v = self._forward_frames(
-                    torch.stack([inputs0, x], dim=1),
-                    torch.stack([torch.zeros_like(mask), mask], dim=1),
-                    torch.stack([action_in, action], dim=1),
-                    torch.stack([~valid.any(), torch.zeros_like(valid[0])]),
-                    emb,
-                    cache,
-                    visible,
-                )
-                state["cache"] = cache.push(k[..., :1, :], v[..., :1, :])
-                return self._heads(h[:, 1]), readout[:, 1]
+                h, readout, k, v = self.commit_step(frame_inputs, action_in, x, mask, action, emb, cache)
+                state["cache"] = cache.push(k, v)
+                return self._heads(h), readout
             h, readout, _, _ = self.step(x, mask, action, emb, state["cache"])
             return self._heads(h), readout
 
@@ -1121,12 +1132,28 @@ class FrameStep(nn.Module):
         self.model = model
         self.register_buffer("emb", torch.tensor([model._embodiment_index(embodiment)]), persistent=False)
 
-    def forward(self, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid, cache_pos):
+    def _outputs(self, h, readout, k, v, emb):
         m = self.model
-        emb = self.emb.expand(inputs.shape[0])
-        h, readout, k, v = m.step(
-            inputs, token_mask, prev_action, emb, KVCache(cache_k, cache_v, cache_valid, cache_pos)
-        )
         actions = m._actions_out(readout[:, None], m._selection(emb), raw=True)[:, 0]
         heads = tuple(m._token_logits(h)) if m.config.variant == "discrete" else (h,)
         return (*heads, actions, k, v)
+
+    def forward(self, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid, cache_pos):
+        emb = self.emb.expand(inputs.shape[0])
+        cache = KVCache(cache_k, cache_v, cache_valid, cache_pos)
+        return self._outputs(*self.model.step(inputs, token_mask, prev_action, emb, cache), emb)
+
+
+class FrameAdvance(FrameStep):
+    """``HMA.commit_step`` as a pure tensor module: commit a known frame and run the next
+    frame's first decoding pass in one graph call, so a rollout makes M calls per frame, not
+    M + 1. forward(frame_inputs, frame_action, then ``FrameStep``'s inputs) -> ``FrameStep``'s
+    outputs, the keys/values being the committed frame's."""
+
+    def forward(
+        self, frame_inputs, frame_action, inputs, token_mask, prev_action, cache_k, cache_v, cache_valid, cache_pos
+    ):
+        emb = self.emb.expand(inputs.shape[0])
+        cache = KVCache(cache_k, cache_v, cache_valid, cache_pos)
+        out = self.model.commit_step(frame_inputs, frame_action, inputs, token_mask, prev_action, emb, cache)
+        return self._outputs(*out, emb)

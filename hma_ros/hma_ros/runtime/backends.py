@@ -5,10 +5,12 @@ A backend serves ONE embodiment of one model and does the two things the runner 
 * ``append_frames(cache, frames, actions_in)``: commit known frames into a ``KVCache``;
 * ``predict_next(cache, action, num_steps, temperature, order, generator)``: decode the next
   frame in M unmasking steps (not committed) and read out the action that produced it;
-* ``advance(...)``: both at once, commit frame t and predict t+1 (fused in torch).
+* ``advance(...)``: both at once, commit frame t and predict t+1, fused into M trunk passes
+  (``HMA.commit_step``; the graph backends' ``advance.onnx``) instead of M + 1.
 
 ``TorchBackend`` is the model itself. The others run the exported per-frame step
-(``runtime/export.py``: ``step.onnx``, and ``diffusion.onnx`` for continuous models) and decode
+(``runtime/export.py``: ``step.onnx`` and ``advance.onnx``, and ``diffusion.onnx`` for
+continuous models) and decode
 with the model's own sampler: ``HMA._sample_frame`` (MaskGIT / MAR unmasking) takes the
 graph as its trunk (logits per factor, or hidden tokens) and ``DiffusionHead.sample`` (DDIM)
 the diffusion graph as its ``net``. Random numbers are drawn by those methods in the same order as in torch, so a
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hma_ros.model.hma import HMA, KVCache
+from hma_ros.model.hma import HMA, FrameAdvance, KVCache
 from hma_ros.runtime.export import ensure_export, load_meta, single_embodiment, step_graph
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,42 @@ class GraphBackend(Backend):
         )
         return frame.reshape(B, c.tokens_h, c.tokens_w, *frame.shape[2:]), actions
 
+    @torch.no_grad()
+    def advance(self, cache, frame, action_in, action, num_steps=2, temperature=1.0, order="random", generator=None):
+        """The model's fused commit (``HMA.advance``) with the graphs: the first decoding pass
+        runs ``advance`` (commit ``frame`` + decode), the others ``step``: M calls, not M + 1.
+        An export without the advance graph falls back to ``append_frames`` + ``predict_next``."""
+        if "advance" not in self._graphs:
+            return super().advance(cache, frame, action_in, action, num_steps, temperature, order, generator)
+        m, c = self.model, self.model.config
+        m._check_sampling(num_steps, temperature, order)
+        m._check_frames(frame, "frame", with_time=False)
+        B = frame.shape[0]
+        m._check_actions(action_in[:, None], "action_in", self.step_dim, allow_nan=True)
+        m._check_actions(action[:, None], "action", self.step_dim, allow_nan=True)
+        action_in = action_in[:, : self.step_dim].contiguous()
+        action = action[:, : self.step_dim].contiguous()
+        cache = self._own_cache(cache, B)
+        frame_inputs = frame.flatten(1, 2).contiguous()  # (B, S[, C])
+        state: dict = {"cache": None}
+
+        def trunk(x, mask):
+            if state["cache"] is None:
+                out = self._graphs["advance"].run(
+                    [frame_inputs, action_in, x, mask, action, cache.k, cache.v, cache.valid, cache.pos]
+                )
+                heads, actions = out[: self._num_heads], out[self._num_heads]
+                state["cache"] = cache.push(out[-2], out[-1])
+            else:
+                heads, actions, _, _ = self._step(x, mask, action, state["cache"])
+            return (heads if c.variant == "discrete" else heads[0]), actions
+
+        net = self._diffusion_net if c.variant == "continuous" else None
+        nxt, actions = m._sample_frame(
+            trunk, B, action.device, num_steps, temperature, order, generator, diffusion_net=net
+        )
+        return state["cache"], nxt.reshape(B, c.tokens_h, c.tokens_w, *nxt.shape[2:]), actions
+
 
 class _TorchGraph:
     """A torch callable with a graph's calling convention (compiled step, tests)."""
@@ -217,6 +255,7 @@ class CompiledTorchBackend(GraphBackend):
         step = step_graph(model, embodiment)
         opts = {"backend": compile_backend, "dynamic": True, **({"mode": mode} if mode else {})}
         self._graphs["step"] = _TorchGraph(torch.compile(step, **opts))
+        self._graphs["advance"] = _TorchGraph(torch.compile(FrameAdvance(step.model, 0).eval(), **opts))
         if model.config.variant == "continuous":
             self._graphs["diffusion"] = _TorchGraph(torch.compile(step.model.diffusion.net, **opts))
 

@@ -22,6 +22,14 @@ Outputs: ``logits_<i>`` (N, S, f_i) per vocabulary factor (discrete) or ``hidden
 (continuous), ``actions`` (N, A) the action head's read-out in raw units, ``k_new``/``v_new``
 (L, N, S', H, 1, hd) this frame's keys/values (push them with ``KVCache.push`` to commit it).
 
+``advance.onnx`` is the fused step (``FrameAdvance``, ``HMA.commit_step``): inputs
+``frame_tokens`` (N, S) | ``frame_latents`` (N, S, C) and ``frame_action`` (N, A), a known
+frame and the action that produced it, followed by ``step.onnx``'s inputs for the frame after
+it; outputs as ``step.onnx``'s, with ``k_new``/``v_new`` those of the committed frame. A
+rollout's first decoding pass of each frame runs it, the others ``step.onnx``: M graph calls
+per frame instead of M + 1. Folders exported before it existed still load (the backends then
+commit with a step call).
+
 Continuous models also get ``diffusion.onnx``: the per-token noise predictor
 ``eps = net(x_t (M, C) float32, t (M,) int64, z (M, D) float32)``; DDIM keeps running in
 ``DiffusionHead.sample`` (torch), so the seeded noise and the schedule are the model's own.
@@ -58,13 +66,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hma_ros.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model
-from hma_ros.model.hma import HMA, FrameStep, KVCache
+from hma_ros.model.hma import HMA, FrameAdvance, FrameStep, KVCache
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 STEP_FILE = "step.onnx"
+ADVANCE_FILE = "advance.onnx"
 DIFFUSION_FILE = "diffusion.onnx"
 META_FILE = "export.json"
 #: Subfolder of a checkpoint where shipped exports live: ``<checkpoint>/export/<embodiment>/``.
@@ -185,6 +194,20 @@ def step_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": inputs, "outputs": outputs}
 
 
+def advance_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
+    """Inputs and outputs of ``advance.onnx``: the frame to commit and its action, then the step's."""
+    c = model.config
+    S, A = model.num_image_tokens, model.max_step_dim
+    step = step_signature(model)
+    frame = _io("frame_tokens", ["batch", S], "int64")
+    if c.variant == "continuous":
+        frame = _io("frame_latents", ["batch", S, c.token_dim], "float32")
+    return {
+        "inputs": [frame, _io("frame_action", ["batch", A], "float32"), *step["inputs"]],
+        "outputs": step["outputs"],
+    }
+
+
 def diffusion_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
     c = model.config
     return {
@@ -208,7 +231,7 @@ def random_inputs(signature: dict, model: HMA, batch: int, generator: torch.Gene
     for io in signature["inputs"]:
         shape = [batch if d == "batch" else d for d in io["shape"]]
         name = io["name"]
-        if name == "tokens":
+        if name in ("tokens", "frame_tokens"):
             x = torch.randint(0, c.vocab_size, shape, generator=generator)
         elif name == "t":
             x = torch.randint(0, c.diff_train_steps, shape, generator=generator)
@@ -223,7 +246,7 @@ def random_inputs(signature: dict, model: HMA, batch: int, generator: torch.Gene
             x = torch.tensor(86_400 * 2 + 17)
         else:
             x = torch.randn(shape, generator=generator)
-            if name == "prev_action":
+            if name in ("prev_action", "frame_action"):
                 x[0] = float("nan")
         assert x.dtype == _DTYPES[io["dtype"]], name
         out.append(x)
@@ -261,7 +284,10 @@ def _export_graph(module: nn.Module, signature: dict, args: list[torch.Tensor], 
 
 def graphs_of(model: HMA) -> dict[str, tuple[str, nn.Module, dict]]:
     """name -> (file, module, signature) of every graph a single-embodiment model exports."""
-    graphs = {"step": (STEP_FILE, FrameStep(model, 0).eval(), step_signature(model))}
+    graphs = {
+        "step": (STEP_FILE, FrameStep(model, 0).eval(), step_signature(model)),
+        "advance": (ADVANCE_FILE, FrameAdvance(model, 0).eval(), advance_signature(model)),
+    }
     if model.config.variant == "continuous":
         graphs["diffusion"] = (DIFFUSION_FILE, DiffusionNetGraph(model).eval(), diffusion_signature(model))
     return graphs
@@ -374,13 +400,21 @@ def check_export(
         for batch in batches:
             args = random_inputs(signature, sub, batch, g)
             with torch.no_grad():
-                if name == "step":  # the full model's own step, with this embodiment's index
+                if name in ("step", "advance"):  # the full model's own, with this embodiment's index
                     emb = torch.full((batch,), idx, dtype=torch.long)
-                    wide = F.pad(args[2], (0, model.max_step_dim - args[2].shape[-1]))  # the mixed-batch width
-                    h, readout, k, v = model.step(*args[:2], wide, emb, KVCache(*args[3:]))
+
+                    def wide(a):  # the mixed-batch width
+                        return F.pad(a, (0, model.max_step_dim - a.shape[-1]))
+
+                    if name == "step":
+                        x, mask, a = args[:3]
+                        h, readout, k, v = model.step(x, mask, wide(a), emb, KVCache(*args[3:]))
+                    else:
+                        f, fa, x, mask, a = args[:5]
+                        h, readout, k, v = model.commit_step(f, wide(fa), x, mask, wide(a), emb, KVCache(*args[5:]))
                     acts = model._actions_out(readout[:, None], model._selection(emb), raw=True)[:, 0]
                     heads = model._token_logits(h) if model.config.variant == "discrete" else [h]
-                    ref = [*heads, acts[:, : args[2].shape[-1]], k, v]
+                    ref = [*heads, acts[:, : a.shape[-1]], k, v]
                 else:
                     ref = [module(*args)]
             got = sess.run(None, {io["name"]: a.numpy() for io, a in zip(signature["inputs"], args, strict=True)})
@@ -457,11 +491,12 @@ def _full_reforward_fn(run_window, sub: HMA, ctx, ctx_acts, action, num_steps: i
 def benchmark(
     model: HMA, embodiment: str, folder: str | os.PathLike, batches=(1, 16), threads=(1, 2), num_steps: int = 2
 ) -> list[dict[str, Any]]:
-    """Milliseconds per generated frame, torch vs ONNX Runtime (CPU, export in ``folder``), with the KV cache and
-    without it. Cached: decode the frame after an 11-frame cache in ``num_steps`` step calls,
-    then commit it (one more), as a rollout does. Full re-forward: ``num_steps`` passes of
-    ``WindowForward`` over the 12-frame window, exported to a temporary ``window.onnx`` for the
-    ONNX Runtime rows, so each engine's cache speed-up compares like with like. Random
+    """Milliseconds per generated frame, torch vs ONNX Runtime (CPU, export in ``folder``), with
+    the KV cache and without it. Cached: commit the newest of 11 context frames and decode the
+    next one in ``num_steps`` passes (``advance``: the fused step, then plain steps), as a
+    rollout does. Full re-forward: ``num_steps`` passes of ``WindowForward`` over the 12-frame
+    window, exported to a temporary ``window.onnx`` for the ONNX Runtime rows, so each engine's
+    cache speed-up compares like with like. Random
     weights are fine: speed does not depend on them. Process CPU time is reported beside wall
     time: on an oversubscribed machine it is the steadier number."""
     import statistics
@@ -500,14 +535,15 @@ def benchmark(
             }
             for batch in batches:
                 action = torch.randn(batch, spec.step_action_dim, generator=g)
+                last = ctx[:, -1].expand(batch, *ctx.shape[2:])
+                last_in = acts[:, -1].expand(batch, -1)
                 for impl in impls:
-                    cache = impl.append_frames(impl.init_cache(1), ctx, acts).expand(batch)
+                    cache = impl.append_frames(impl.init_cache(1), ctx[:, :-1], acts[:, :-1]).expand(batch)
                     # Dense per-candidate caches, as in a rollout after its first frame.
                     cache = KVCache(cache.k.contiguous(), cache.v.contiguous(), cache.valid, cache.pos)
 
-                    def cached(impl=impl, cache=cache, action=action):
-                        f, _ = impl.predict_next(cache, action, num_steps, generator=g)
-                        impl.append_frames(cache, f[:, None], action[:, None])
+                    def cached(impl=impl, cache=cache, action=action, last=last, last_in=last_in):
+                        impl.advance(cache, last, last_in, action, num_steps, generator=g)
 
                     full = _full_reforward_fn(windows[impl.name], sub, ctx, acts, action, num_steps, g)
                     for mode, frame in (("cached", cached), ("full", full)):
