@@ -496,14 +496,13 @@ def benchmark(
     next one in ``num_steps`` passes (``advance``: the fused step, then plain steps), as a
     rollout does. Full re-forward: ``num_steps`` passes of ``WindowForward`` over the 12-frame
     window, exported to a temporary ``window.onnx`` for the ONNX Runtime rows, so each engine's
-    cache speed-up compares like with like. Random
+    cache speed-up compares like with like; the two are timed in alternating rounds and the
+    speed-up is the median within-round ratio (``model.benchmark.measure_pair``). Random
     weights are fine: speed does not depend on them. Process CPU time is reported beside wall
-    time: on an oversubscribed machine it is the steadier number."""
-    import statistics
-    import time
-
+    time."""
     import onnxruntime as ort
 
+    from hma_ros.model.benchmark import measure_pair
     from hma_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend, _OrtGraph, _TorchGraph
 
     c, spec = model.config, model.config.embodiment(embodiment)
@@ -546,25 +545,21 @@ def benchmark(
                         impl.advance(cache, last, last_in, action, num_steps, generator=g)
 
                     full = _full_reforward_fn(windows[impl.name], sub, ctx, acts, action, num_steps, g)
-                    for mode, frame in (("cached", cached), ("full", full)):
-                        frame()  # warm-up
-                        wall, cpu = [], []
-                        for _ in range(5 if batch == 1 else 3):
-                            t0, c0 = time.perf_counter(), time.process_time()
-                            frame()
-                            wall.append(time.perf_counter() - t0)
-                            cpu.append(time.process_time() - c0)
-                        ms, cpu_ms = 1e3 * statistics.median(wall), 1e3 * statistics.median(cpu)
-                        rows.append(
-                            {
-                                "backend": impl.name,
-                                "mode": mode,
-                                "threads": n_threads,
-                                "batch": batch,
-                                "ms_per_frame": ms,
-                                "cpu_ms": cpu_ms,
-                            }
-                        )
+                    reps = 3 if batch == 1 else 1
+                    timed = measure_pair(cached, full, torch.device("cpu"), rounds=3, reps=reps, warmup=1)
+                    for mode, key in (("cached", True), ("full", False)):
+                        ms, cpu_ms = (1e3 * t for t in timed[key])
+                        row = {
+                            "backend": impl.name,
+                            "mode": mode,
+                            "threads": n_threads,
+                            "batch": batch,
+                            "ms_per_frame": ms,
+                            "cpu_ms": cpu_ms,
+                        }
+                        if key:
+                            row["speedup_vs_reforward"] = timed["speedup"]
+                        rows.append(row)
                         log.info(
                             "%-12s %-6s threads %d batch %3d: %9.1f ms/frame wall, %9.1f ms process CPU",
                             impl.name,
@@ -574,8 +569,7 @@ def benchmark(
                             ms,
                             cpu_ms,
                         )
-                    full_ms, cached_ms = rows[-1]["ms_per_frame"], rows[-2]["ms_per_frame"]
-                    log.info("%-12s cache speed-up at batch %d: %.1fx", impl.name, batch, full_ms / cached_ms)
+                    log.info("%-12s cache speed-up at batch %d: %.1fx", impl.name, batch, timed["speedup"])
     finally:
         torch.set_num_threads(before)
         scratch.cleanup()
