@@ -434,3 +434,19 @@ def test_torch_backend_runs_only_its_robot_and_matches_the_full_model(variant):
     assert torch.equal(ref[0].k, got[0].k)
     assert torch.equal(ref[1], got[1])
     assert torch.equal(ref[2][:, :4], got[2][:, :4])
+
+
+def test_onnxruntime_sessions_do_not_spin(exported):
+    """ORT's spinning workers fought torch's threads for 2 cores (a cached frame 61 ms vs 23 ms):
+    the backend's sessions sleep between ops, with the thread count asked for."""
+    from hma_ros.runtime.backends import session_options
+
+    opts = session_options(ort, 2)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (2, 1)
+    _, model, folder, _ = exported
+    be = OnnxRuntimeBackend(model, "arm", folder, threads=2)
+    for graph in be._graphs.values():
+        got = graph.session.get_session_options()
+        assert got.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert got.intra_op_num_threads == 2

@@ -503,7 +503,7 @@ def benchmark(
     import onnxruntime as ort
 
     from hma_ros.model.benchmark import measure_pair
-    from hma_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend, _OrtGraph, _TorchGraph
+    from hma_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend, _OrtGraph, _TorchGraph, session_options
 
     c, spec = model.config, model.config.embodiment(embodiment)
     sub = single_embodiment(model, embodiment)
@@ -523,9 +523,7 @@ def benchmark(
     try:
         for n_threads in threads:
             torch.set_num_threads(n_threads)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = n_threads, 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts = session_options(ort, n_threads)  # the backend's own settings
             session = ort.InferenceSession(str(window_file), opts, providers=["CPUExecutionProvider"])
             impls = [TorchBackend(model, embodiment), OnnxRuntimeBackend(model, embodiment, folder, threads=n_threads)]
             windows = {
