@@ -141,27 +141,18 @@ def test_graph_backend_advance_is_m_calls_and_old_exports_still_work(exported):
     frames, acts = context(model, 1, 6)  # commits past the 5-slot cache: the sliding window
     cache = be.append_frames(be.init_cache(), frames[:, :5], acts[:, :5])
     action = torch.randn(3, ARM.step_action_dim)
-    calls.clear()
-    fused = be.advance(
-        cache,
-        frames[:, 5].expand(3, *frames.shape[2:]),
-        acts[:, 5].expand(3, -1),
-        action,
-        3,
-        generator=torch.Generator().manual_seed(5),
-    )
-    assert [n for n in calls if n != "diffusion"] == ["advance", "step", "step"]
+    frame, frame_action = frames[:, 5].expand(3, *frames.shape[2:]), acts[:, 5].expand(3, -1)
+
+    def advance():
+        calls.clear()
+        out = be.advance(cache, frame, frame_action, action, 3, generator=torch.Generator().manual_seed(5))
+        return out, [n for n in calls if n != "diffusion"]
+
+    fused, fused_calls = advance()
+    assert fused_calls == ["advance", "step", "step"]
     del be._graphs["advance"]
-    calls.clear()
-    composed = be.advance(
-        cache,
-        frames[:, 5].expand(3, *frames.shape[2:]),
-        acts[:, 5].expand(3, -1),
-        action,
-        3,
-        generator=torch.Generator().manual_seed(5),
-    )
-    assert [n for n in calls if n != "diffusion"] == ["step"] * 4
+    composed, composed_calls = advance()
+    assert composed_calls == ["step"] * 4
     torch.testing.assert_close(fused[0].k, composed[0].k, atol=1e-5, rtol=0)
     assert torch.equal(fused[0].valid, composed[0].valid)
     assert int(fused[0].pos) == int(composed[0].pos) == 6
