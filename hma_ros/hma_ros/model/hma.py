@@ -339,8 +339,8 @@ class Attention(nn.Module):
         """x (B,T,S,D). Temporal: rotary angles ``rope`` = ``Rotary.tables(past_pos + t)`` (past
         keys already carry theirs); past_k, past_v ((B S),H,P,hd) or None; ``bias`` the additive
         (T, P+T) or (T, T) mask of ``temporal_bias``, made once per trunk pass.
-        Returns out (B,T,S,D) and k, v: (B,S,H,T,hd) temporal (k rotated: what a cache stores),
-        (B,T,H,S,hd) spatial."""
+        Returns out (B,T,S,D) and k, v: ((B S),H,T,hd) temporal (k rotated: what a cache
+        stores), ((B T),H,S,hd) spatial."""
         qkv = rearrange(self.qkv(x), self.split, three=3, h=self.num_heads)  # (3, B*S or B*T, H, L, hd)
         qk, v = qkv[:2], qkv[2]
         if self.q_norm is not None:
