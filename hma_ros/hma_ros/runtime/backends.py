@@ -175,22 +175,7 @@ class GraphBackend(Backend):
 
     @torch.no_grad()
     def predict_next(self, cache, action, num_steps=2, temperature=1.0, order="random", generator=None):
-        c = self.model.config
-        self.model._check_sampling(num_steps, temperature, order)
-        B = action.shape[0]
-        self.model._check_actions(action[:, None], "action", self.step_dim, allow_nan=True)
-        action = action[:, : self.step_dim].contiguous()
-        cache = self._own_cache(cache, B)
-
-        def trunk(x, mask):
-            heads, actions, _, _ = self._step(x, mask, action, cache)
-            return (heads if c.variant == "discrete" else heads[0]), actions
-
-        net = self._diffusion_net if c.variant == "continuous" else None
-        frame, actions = self.model._sample_frame(
-            trunk, B, action.device, num_steps, temperature, order, generator, diffusion_net=net
-        )
-        return frame.reshape(B, c.tokens_h, c.tokens_w, *frame.shape[2:]), actions
+        return self._decode(cache, action, num_steps, temperature, order, generator)[1:]
 
     @torch.no_grad()
     def advance(self, cache, frame, action_in, action, num_steps=2, temperature=1.0, order="random", generator=None):
@@ -199,23 +184,27 @@ class GraphBackend(Backend):
         An export without the advance graph falls back to ``append_frames`` + ``predict_next``."""
         if "advance" not in self._graphs:
             return super().advance(cache, frame, action_in, action, num_steps, temperature, order, generator)
+        self.model._check_frames(frame, "frame", with_time=False)
+        self.model._check_actions(action_in[:, None], "action_in", self.step_dim, allow_nan=True)
+        commit = (frame.flatten(1, 2).contiguous(), action_in[:, : self.step_dim].contiguous())
+        return self._decode(cache, action, num_steps, temperature, order, generator, commit)
+
+    def _decode(self, cache, action, num_steps, temperature, order, generator, commit=None):
+        """Decode the frame that ``action`` (B,A) produces after ``cache`` with the model's
+        sampler; with ``commit`` = (frame inputs (B,S[,C]), its action (B,A)), the first pass
+        runs the advance graph, committing that frame first. Returns (cache the frame was
+        decoded after, frame (B,h,w[,C]), action read-out (B,A))."""
         m, c = self.model, self.model.config
         m._check_sampling(num_steps, temperature, order)
-        m._check_frames(frame, "frame", with_time=False)
-        B = frame.shape[0]
-        m._check_actions(action_in[:, None], "action_in", self.step_dim, allow_nan=True)
+        B = action.shape[0]
         m._check_actions(action[:, None], "action", self.step_dim, allow_nan=True)
-        action_in = action_in[:, : self.step_dim].contiguous()
         action = action[:, : self.step_dim].contiguous()
         cache = self._own_cache(cache, B)
-        frame_inputs = frame.flatten(1, 2).contiguous()  # (B, S[, C])
-        state: dict = {"cache": None}
+        state = {"cache": cache if commit is None else None}
 
         def trunk(x, mask):
-            if state["cache"] is None:
-                out = self._graphs["advance"].run(
-                    [frame_inputs, action_in, x, mask, action, cache.k, cache.v, cache.valid, cache.pos]
-                )
+            if state["cache"] is None:  # the fused first pass: commit, then decode
+                out = self._graphs["advance"].run([*commit, x, mask, action, cache.k, cache.v, cache.valid, cache.pos])
                 heads, actions = out[: self._num_heads], out[self._num_heads]
                 state["cache"] = cache.push(out[-2], out[-1])
             else:
@@ -223,10 +212,10 @@ class GraphBackend(Backend):
             return (heads if c.variant == "discrete" else heads[0]), actions
 
         net = self._diffusion_net if c.variant == "continuous" else None
-        nxt, actions = m._sample_frame(
+        frame, actions = m._sample_frame(
             trunk, B, action.device, num_steps, temperature, order, generator, diffusion_net=net
         )
-        return state["cache"], nxt.reshape(B, c.tokens_h, c.tokens_w, *nxt.shape[2:]), actions
+        return state["cache"], frame.reshape(B, c.tokens_h, c.tokens_w, *frame.shape[2:]), actions
 
 
 class _TorchGraph:
