@@ -126,25 +126,20 @@ class DiffusionNetGraph(nn.Module):
         return self.net(x_t, t, z)
 
 
-class WindowForward(nn.Module):
+class WindowForward(FrameStep):
     """The full re-forward a cache saves, as a graph: ``T`` frames (no cache) through the trunk
     and the heads of the last one. Not part of an export folder: benchmarks compare it with the
     step graph in the same engine. forward(inputs (B,T,S) ids | (B,T,S,C) latents, token_mask
     (B,T,S) bool, prev_actions (B,T,A) raw) -> (heads of frame T-1..., actions (B,A))."""
 
     def __init__(self, model: HMA):
-        super().__init__()
-        self.model = model
-        self.register_buffer("emb", torch.tensor([0]), persistent=False)
+        super().__init__(model, 0)
 
     def forward(self, inputs, token_mask, prev_actions):
-        m = self.model
         emb = self.emb.expand(inputs.shape[0])
         is_first = torch.arange(inputs.shape[1], device=inputs.device) == 0
-        h, readout, _, _ = m._forward_frames(inputs, token_mask, prev_actions, is_first, emb)
-        actions = m._actions_out(readout[:, -1:], m._selection(emb), raw=True)[:, 0]
-        heads = tuple(m._token_logits(h[:, -1])) if m.config.variant == "discrete" else (h[:, -1],)
-        return (*heads, actions)
+        h, readout, _, _ = self.model._forward_frames(inputs, token_mask, prev_actions, is_first, emb)
+        return self._outputs(h[:, -1], readout[:, -1], None, None, emb)[:-2]  # no keys/values
 
 
 def window_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
@@ -389,7 +384,6 @@ def check_export(
     model = model.eval()
     sub = single_embodiment(model, embodiment)
     ref_graphs = graphs_of(sub)
-    idx = model.config.embodiment_index(embodiment)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     diffs: dict[str, float] = {}
@@ -400,21 +394,15 @@ def check_export(
         for batch in batches:
             args = random_inputs(signature, sub, batch, g)
             with torch.no_grad():
-                if name in ("step", "advance"):  # the full model's own, with this embodiment's index
-                    emb = torch.full((batch,), idx, dtype=torch.long)
-
-                    def wide(a):  # the mixed-batch width
-                        return F.pad(a, (0, model.max_step_dim - a.shape[-1]))
-
-                    if name == "step":
-                        x, mask, a = args[:3]
-                        h, readout, k, v = model.step(x, mask, wide(a), emb, KVCache(*args[3:]))
-                    else:
-                        f, fa, x, mask, a = args[:5]
-                        h, readout, k, v = model.commit_step(f, wide(fa), x, mask, wide(a), emb, KVCache(*args[5:]))
-                    acts = model._actions_out(readout[:, None], model._selection(emb), raw=True)[:, 0]
-                    heads = model._token_logits(h) if model.config.variant == "discrete" else [h]
-                    ref = [*heads, acts[:, : a.shape[-1]], k, v]
+                if name in ("step", "advance"):  # the full model's own graph module, this robot's index
+                    full = (FrameStep if name == "step" else FrameAdvance)(model, embodiment).eval()
+                    # Actions at the full model's (mixed-batch) width; its read-out back at this robot's.
+                    wide = [
+                        F.pad(a, (0, model.max_step_dim - a.shape[-1])) if io["name"].endswith("action") else a
+                        for io, a in zip(signature["inputs"], args, strict=True)
+                    ]
+                    *heads, acts, k, v = full(*wide)
+                    ref = [*heads, acts[:, : sub.max_step_dim], k, v]
                 else:
                     ref = [module(*args)]
             got = sess.run(None, {io["name"]: a.numpy() for io, a in zip(signature["inputs"], args, strict=True)})
