@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from hma_ros.model import benchmark
+from hma_ros.model.hma import HMA
+from hma_ros.model.presets import make_config
 
 
 def test_benchmark_writes_paired_rows_and_targets(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--presets", "hma_tiny", "--variants", "discrete", "--quick", "--candidates", "2", "--out", str(out)]
-    benchmark.main(argv)
+    # --compile eager: dynamo traces the trunk without inductor (the plumbing, in seconds).
+    benchmark.main([*argv, "--compile", "eager"])
     result = json.loads(out.read_text())
-    rows = result["results"]
-    # 2 batches x 2 contexts x (cached, re-forward)
+    compiled = [r for r in result["results"] if r["engine"] == "compiled-eager"]
+    rows = [r for r in result["results"] if r["engine"] == "eager"]
+    assert len(rows) + len(compiled) == len(result["results"])
+    # 2 batches x 2 contexts x (cached, re-forward); compiled at the full context only
     assert {(r["batch"], r["context"], r["kv_cache"]) for r in rows} == {
         (b, c, k) for b in (1, 2) for c in ("4+1", "5+1") for k in (True, False)
     }
-    for r in rows:
+    assert {(r["batch"], r["context"], r["kv_cache"]) for r in compiled} == {
+        (b, "5+1", k) for b in (1, 2) for k in (True, False)
+    }
+    for r in rows + compiled:
         assert r["ms_per_frame"] > 0
         assert r["gflops_per_frame"] > 0
         assert ("speedup_vs_reforward" in r) == r["kv_cache"]
@@ -35,10 +45,27 @@ def test_benchmark_writes_paired_rows_and_targets(tmp_path, capsys):
     assert flops(1, "4+1", True) == flops(1, "5+1", True)
     assert flops(1, "5+1", False) > flops(1, "4+1", False) > flops(1, "4+1", True)
     assert set(result["targets"]) == {
-        "hma_tiny/discrete cache speed-up at 5+1, batch 1 (>= 5x)",
-        "hma_tiny/discrete cache speed-up at 5+1, batch 2 (>= 5x)",
+        f"hma_tiny/discrete cache speed-up at 5+1, batch {b} (>= 5x){tag}"
+        for b in (1, 2)
+        for tag in ("", " [compiled-eager]")
     }
+    assert result["compile"] == "eager"
     assert result["params"]["hma_tiny/discrete"]["trunk"] > 0
     printed = capsys.readouterr().out
     assert "speed-up" in printed
     assert "target hma_tiny/discrete" in printed
+
+
+def test_compiled_trunk_is_the_same_model():
+    """The compiled rows time the same computation: the twin samples the same frames."""
+    torch.manual_seed(0)
+    model = HMA(make_config("hma_tiny", [benchmark.EMBODIMENT])).eval()
+    twin = benchmark.compiled_trunk(model, "eager")
+    assert twin._forward_frames is not model._forward_frames
+    cache = model.init_cache(1)
+    frame = torch.randint(0, model.config.vocab_size, (2, 4, 4))
+    a_in, act = torch.randn(2, 80), torch.randn(2, 80)
+    outs = [m.advance(cache, frame, a_in, act, 0, generator=torch.Generator().manual_seed(3)) for m in (model, twin)]
+    for x, y in zip(outs[0][1:], outs[1][1:], strict=True):
+        assert torch.equal(x, y)
+    assert torch.allclose(outs[0][0].k, outs[1][0].k, atol=1e-6)
