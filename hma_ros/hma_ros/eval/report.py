@@ -41,7 +41,7 @@ def plot_series(series: dict[str, list[float]], ylabel: str, title: str, path: P
     fig, ax = plt.subplots(figsize=(5.0, 3.2), dpi=120)
     for name, values in series.items():
         steps = np.arange(1, len(values) + 1) * STEP_S
-        ax.plot(steps, values, marker="o" if len(values) <= 20 else None, label=name.replace("_", " "))
+        ax.plot(steps, values, marker="o" if len(values) <= 20 else None, label=name)
     ax.set_xlabel("seconds ahead")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -53,10 +53,19 @@ def plot_series(series: dict[str, list[float]], ylabel: str, title: str, path: P
     return path
 
 
+def labelled(series: dict[str, list[float]], star: bool = False) -> dict[str, list[float]]:
+    """Series keyed by the names the report's tables use (``LABELS``, ``LABELS_STAR``), so a
+    curve and its table name each baseline alike; other keys (a custom baseline) stay."""
+    from hma_ros.eval.evaluate import LABELS, LABELS_STAR
+
+    names = LABELS_STAR if star else LABELS
+    return {names.get(k, k): v for k, v in series.items()}
+
+
 def plot_per_step(result: dict[str, Any], metric: str, path: Path) -> Path:
     """Line plot of ``result[f"{metric}_per_step"]``: the model and each baseline per step ahead."""
     title = f"{result['embodiment']}: {metric.upper()} per step, {result['windows']} windows"
-    return plot_series(result[f"{metric}_per_step"], YLABELS.get(metric, metric.upper()), title, path)
+    return plot_series(labelled(result[f"{metric}_per_step"]), YLABELS.get(metric, metric.upper()), title, path)
 
 
 def further_plots(result: dict[str, Any], out: Path) -> list[str]:
@@ -64,9 +73,7 @@ def further_plots(result: dict[str, Any], out: Path) -> list[str]:
     names = []
     rs = result.get("resim", {})
     if "psnr_star_per_step" in rs:
-        from hma_ros.eval.evaluate import LABELS_STAR
-
-        series = {LABELS_STAR.get(k, k): v for k, v in rs["psnr_star_per_step"].items()}
+        series = labelled(rs["psnr_star_per_step"], star=True)
         title = f"PSNR* vs the simulator, actions perturbed by {rs['sigma']:g} std"
         names.append(plot_series(series, YLABELS["psnr"], title, out / "psnr_star_per_step.png").name)
     lh = result.get("long_horizon")
@@ -74,7 +81,7 @@ def further_plots(result: dict[str, Any], out: Path) -> list[str]:
         for metric in ("psnr", "ssim"):
             title = f"{metric.upper()} over {lh['horizon']} open-loop frames, {lh['episodes']} episodes"
             path = out / f"long_horizon_{metric}.png"
-            names.append(plot_series(lh[f"{metric}_per_step"], YLABELS[metric], title, path).name)
+            names.append(plot_series(labelled(lh[f"{metric}_per_step"]), YLABELS[metric], title, path).name)
     return names
 
 
