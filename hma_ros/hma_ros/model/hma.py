@@ -136,6 +136,22 @@ def temporal_mask(valid: torch.Tensor, t: int) -> torch.Tensor:
     return torch.cat([past, causal], dim=1)
 
 
+def per_embodiment(modules: list[nn.Module], x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Each sample of x (B,T,...) through its own embodiment's module; sel (E,B) bool.
+
+    Every module runs on the whole batch and each sample keeps its own output (a static loop,
+    no data-dependent shapes: mixed batches and the exported step share it). A single-robot
+    model (the runtime's) runs its one module and selects nothing.
+    """
+    if len(modules) == 1:
+        return modules[0](x)
+    out = None
+    for i, module in enumerate(modules):
+        y = module(x)
+        out = torch.where(sel[i][:, None, None], y, torch.zeros_like(y) if out is None else out)
+    return out
+
+
 def factor_digits(ids: torch.Tensor, factors: tuple[int, ...]) -> list[torch.Tensor]:
     """Token id -> one digit per vocabulary factor, most significant first (2^18 = 512 x 512)."""
     digits = []
@@ -420,13 +436,7 @@ class HMABlock(nn.Module):
         the 3 sub-layers, 9 x (B,T,1,D). cond (B,T,D), sel (E,B) bool."""
         if self.modulation is None:
             return [None] * 9
-        maps = list(self.modulation.values())
-        if len(maps) == 1:  # a single-robot model (the runtime's): every sample is its robot's
-            out = maps[0](cond)
-        else:
-            out = torch.zeros(*cond.shape[:2], 9 * cond.shape[-1], device=cond.device, dtype=cond.dtype)
-            for i, mod in enumerate(maps):
-                out = torch.where(sel[i][:, None, None], mod(cond), out)  # (B, T, 9D)
+        out = per_embodiment(list(self.modulation.values()), cond, sel)  # (B, T, 9D)
         return list((out + self.mod_offset)[:, :, None].chunk(9, dim=-1))
 
     @staticmethod
@@ -529,23 +539,14 @@ class HMA(nn.Module):
         return emb[None] == torch.arange(len(self.config.embodiments), device=emb.device)[:, None]
 
     def _action_cond(self, prev_actions: torch.Tensor, is_first: torch.Tensor, sel: torch.Tensor):
-        """Frame conditions (B,T,D) from the actions that produced each frame (B,T,A), NaN = unknown.
-
-        Every embodiment's stem runs on the batch and each sample keeps its own (a static
-        loop, no data-dependent shapes: mixed batches and the exported step share it).
-        """
+        """Frame conditions (B,T,D) from the actions that produced each frame (B,T,A), NaN = unknown,
+        each sample through its own embodiment's stem (``per_embodiment``)."""
         # isfinite / nan_to_num export through float64 casts (TorchScript exporter), which
         # TensorRT rejects; |a| < inf is the same test in the input's own dtype.
         finite = prev_actions.abs() < float("inf")  # (B, T, A), False for NaN and +-inf
         known = finite.all(dim=-1, keepdim=True)  # (B, T, 1)
         a = torch.where(finite, prev_actions, 0.0)
-        stems = list(self.stems.values())
-        if len(stems) == 1:  # a single-robot model (the runtime's): every sample is its robot's
-            cond = stems[0](a.to(self.no_action.dtype))
-        else:
-            cond = torch.zeros(*a.shape[:2], self.config.dim, device=a.device, dtype=self.no_action.dtype)
-            for i, stem in enumerate(stems):
-                cond = torch.where(sel[i][:, None, None], stem(a.to(cond.dtype)), cond)  # (B, T, D)
+        cond = per_embodiment(list(self.stems.values()), a.to(self.no_action.dtype), sel)  # (B, T, D)
         cond = torch.where(known, cond, self.masked_action)
         return torch.where(is_first[..., None], self.no_action, cond)  # (B, T, D)
 
