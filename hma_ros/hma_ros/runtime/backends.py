@@ -87,7 +87,8 @@ class Backend(ABC):
     ) -> tuple[KVCache, torch.Tensor, torch.Tensor]:
         """Commit ``frame`` (B,h,w[,C]) produced by ``action_in`` (B,A), then predict the frame
         that ``action`` produces: (cache, next frame, read-out). Here ``append_frames`` +
-        ``predict_next`` (M + 1 trunk passes); the torch backend fuses them (``HMA.advance``, M)."""
+        ``predict_next`` (M + 1 trunk passes); the torch and graph backends fuse them into M
+        (``HMA.advance``, ``advance.onnx``)."""
         cache = self.append_frames(cache, frame[:, None], action_in[:, None])
         nxt, actions = self.predict_next(cache, action, num_steps, temperature, order, generator)
         return cache, nxt, actions
@@ -128,7 +129,8 @@ class TorchBackend(Backend):
 
 
 class GraphBackend(Backend):
-    """A backend that runs ``step`` (and ``diffusion``) graphs with the signatures of ``export.py``.
+    """A backend that runs ``step``, ``advance`` (and ``diffusion``) graphs with the signatures of
+    ``export.py``.
 
     Subclasses fill ``self._graphs`` with objects whose ``run(list[Tensor]) -> list[Tensor]``
     follows the graph's input and output order.

@@ -144,12 +144,10 @@ class WindowForward(FrameStep):
 
 def window_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
     """Inputs and outputs of ``WindowForward`` over the model's whole window (max_frames)."""
-    c = model.config
-    S, A, T = model.num_image_tokens, model.max_step_dim, c.max_frames
+    S, A, T = model.num_image_tokens, model.max_step_dim, model.config.max_frames
     step = step_signature(model)
-    first = _io("tokens", ["batch", T, S], "int64")
-    if c.variant == "continuous":
-        first = _io("latents", ["batch", T, S, c.token_dim], "float32")
+    frame = step["inputs"][0]  # tokens (batch, S) or latents (batch, S, C): the step's frame, T of them
+    first = {**frame, "shape": ["batch", T, *frame["shape"][1:]]}
     inputs = [first, _io("token_mask", ["batch", T, S], "bool"), _io("prev_actions", ["batch", T, A], "float32")]
     return {"inputs": inputs, "outputs": step["outputs"][:-2]}  # the step's heads and actions
 
@@ -191,14 +189,10 @@ def step_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
 
 def advance_signature(model: HMA) -> dict[str, list[dict[str, Any]]]:
     """Inputs and outputs of ``advance.onnx``: the frame to commit and its action, then the step's."""
-    c = model.config
-    S, A = model.num_image_tokens, model.max_step_dim
     step = step_signature(model)
-    frame = _io("frame_tokens", ["batch", S], "int64")
-    if c.variant == "continuous":
-        frame = _io("frame_latents", ["batch", S, c.token_dim], "float32")
+    frame = {**step["inputs"][0], "name": "frame_" + step["inputs"][0]["name"]}  # frame_tokens | frame_latents
     return {
-        "inputs": [frame, _io("frame_action", ["batch", A], "float32"), *step["inputs"]],
+        "inputs": [frame, _io("frame_action", ["batch", model.max_step_dim], "float32"), *step["inputs"]],
         "outputs": step["outputs"],
     }
 
@@ -382,20 +376,22 @@ def check_export(
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
     model = model.eval()
+    from hma_ros.runtime.backends import session_options
+
     sub = single_embodiment(model, embodiment)
     ref_graphs = graphs_of(sub)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
+    opts = session_options(ort, torch.get_num_threads())
     diffs: dict[str, float] = {}
     g = torch.Generator().manual_seed(1)
     for name, graph in meta["graphs"].items():
         sess = ort.InferenceSession(str(folder / graph["file"]), opts, providers=["CPUExecutionProvider"])
         _, module, signature = ref_graphs[name]
+        if name in ("step", "advance"):  # the full model's own graph module, this robot's index
+            full = (FrameStep if name == "step" else FrameAdvance)(model, embodiment).eval()
         for batch in batches:
             args = random_inputs(signature, sub, batch, g)
             with torch.no_grad():
-                if name in ("step", "advance"):  # the full model's own graph module, this robot's index
-                    full = (FrameStep if name == "step" else FrameAdvance)(model, embodiment).eval()
+                if name in ("step", "advance"):
                     # Actions at the full model's (mixed-batch) width; its read-out back at this robot's.
                     wide = [
                         F.pad(a, (0, model.max_step_dim - a.shape[-1])) if io["name"].endswith("action") else a
@@ -507,13 +503,14 @@ def benchmark(
     else:
         ctx = torch.randn(*shape, c.token_dim, generator=g)
     acts = torch.randn(1, c.max_frames - 1, spec.step_action_dim, generator=g)
+    torch_impl = TorchBackend(sub, embodiment)  # sub has one robot: no second copy
     rows, before = [], torch.get_num_threads()
     try:
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             opts = session_options(ort, n_threads)  # the backend's own settings
             session = ort.InferenceSession(str(window_file), opts, providers=["CPUExecutionProvider"])
-            impls = [TorchBackend(model, embodiment), OnnxRuntimeBackend(model, embodiment, folder, threads=n_threads)]
+            impls = [torch_impl, OnnxRuntimeBackend(model, embodiment, folder, threads=n_threads)]
             windows = {
                 "torch": _TorchGraph(window).run,
                 "onnxruntime": _OrtGraph(session, window_sig, next(sub.parameters()).device).run,
