@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from hma_ros.data.format import EmbodimentDataset
+from hma_ros.eval.metrics import psnr as metric_psnr
 
 GENERATOR = "hma_ros.sim.generate"
 MIN_CONTEXT_PSNR = 40.0  # dB: re-rendered context frames closer than this count as identical
@@ -95,9 +96,9 @@ class Resimulator:
         return out
 
     def _check_unchanged(self, replayed: np.ndarray, frame_idx: np.ndarray) -> None:
-        stored = np.asarray(self.ds.frames[frame_idx], np.float64)
-        mse = float(np.mean((replayed.astype(np.float64) - stored) ** 2))
-        psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+        stored = np.asarray(self.ds.frames[frame_idx])
+        W = stored.shape[-2]  # one PSNR over all the frames: stack them into one tall image
+        psnr = float(metric_psnr(replayed.reshape(1, -1, W, 3), stored.reshape(1, -1, W, 3))[0])
         if psnr < MIN_CONTEXT_PSNR:
             raise ResimulationError(
                 f"re-simulating {self.ds.folder} does not reproduce its stored frames (PSNR {psnr:.1f} dB "
