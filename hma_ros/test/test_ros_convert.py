@@ -15,7 +15,7 @@ from hma_ros.nodes.convert import (
     sec_to_stamp,
     stamp_to_sec,
 )
-from hma_ros.runtime.image import fit_image
+from hma_ros.runtime.image import ImageFormatError, fit_image
 
 
 @pytest.fixture
@@ -72,19 +72,20 @@ def test_resize_goes_through_fit_image():
         (lambda m: setattr(m, "step", 5), "step=5"),
         (lambda m: setattr(m, "data", bytes(10)), "expected step\\*height"),
         (lambda m: setattr(m, "width", 0), "no pixels"),
+        (lambda m: (setattr(m, "width", 100_000), setattr(m, "height", 100_000)), "larger than"),
     ],
 )
 def test_bad_images_are_refused_with_the_field_named(rgb, mutate, match):
     msg = numpy_to_image(rgb)
     mutate(msg)
-    with pytest.raises(ConversionError, match=match):
+    with pytest.raises(ImageFormatError, match=match):
         image_to_numpy(msg)
 
 
 def test_numpy_to_image_refuses_wrong_input():
-    with pytest.raises(ConversionError, match="uint8"):
+    with pytest.raises(ImageFormatError, match="uint8"):
         numpy_to_image(np.zeros((2, 2, 3), np.float32))
-    with pytest.raises(ConversionError, match="unsupported"):
+    with pytest.raises(ImageFormatError, match="unsupported"):
         numpy_to_image(np.zeros((2, 2, 3), np.uint8), "32FC1")
     assert isinstance(numpy_to_image(np.zeros((2, 2, 3), np.uint8)), Image)
 

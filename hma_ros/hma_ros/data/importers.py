@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hma_ros.data.format import DatasetError, EmbodimentDataset
-from hma_ros.runtime.image import fit_image
+from hma_ros.runtime.image import ImageFormatError, decode_image, fit_image
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,11 @@ IMAGE_SIZE = (64, 64)
 
 # ------------------------------------------------------------------------------------ MCAP
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a decoded ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8)."""
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-    enc = msg.encoding
-    if enc not in channels:
-        raise DatasetError(f"image encoding {enc!r} not supported; expected one of {sorted(channels)}")
-    c, h, w = channels[enc], int(msg.height), int(msg.width)
-    buf = np.frombuffer(bytes(msg.data), np.uint8)
-    if buf.size < h * msg.step or msg.step < w * c:
-        raise DatasetError(f"image {w}x{h} {enc}: {buf.size} bytes with step {msg.step} is too short")
-    img = buf[: h * msg.step].reshape(h, msg.step)[:, : w * c].reshape(h, w, c)
-    if enc == "mono8":
-        return np.repeat(img, 3, axis=2)
-    if enc.startswith("bgr"):
-        img = img[..., 2::-1]
-    return img[..., :3].copy()  # writable and contiguous
+    """(H, W, 3) uint8 RGB from a decoded ``sensor_msgs/Image`` (the codec the node uses)."""
+    try:
+        return decode_image(msg)
+    except ImageFormatError as e:
+        raise DatasetError(str(e)) from e
 
 
 def _divisor_at_most(stride: int, limit: float) -> int:

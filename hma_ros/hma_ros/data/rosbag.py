@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hma_ros.runtime.image import encode_image
+
 ROS2_PROFILE = "ros2"
 
 
@@ -140,18 +142,11 @@ class McapWriter:
         self.close()
 
 
-def image_msg(frame, stamp_ns: int, frame_id: str = "camera") -> dict[str, Any]:
-    """A ``sensor_msgs/msg/Image`` dict (rgb8) for an (H, W, 3) uint8 array."""
-    h, w = frame.shape[:2]
-    return {
-        "header": {"stamp": stamp(stamp_ns), "frame_id": frame_id},
-        "height": h,
-        "width": w,
-        "encoding": "rgb8",
-        "is_bigendian": 0,
-        "step": 3 * w,
-        "data": frame.tobytes(),
-    }
+def image_msg(frame, stamp_ns: int, frame_id: str = "camera", encoding: str = "rgb8") -> dict[str, Any]:
+    """A ``sensor_msgs/msg/Image`` dict for an (H, W, 3) uint8 RGB array (``runtime.image.encode_image``)."""
+    return {"header": {"stamp": stamp(stamp_ns), "frame_id": frame_id}, "is_bigendian": 0} | encode_image(
+        frame, encoding
+    )._asdict()
 
 
 def joint_state_msg(names, positions, stamp_ns: int, velocities=(), frame_id: str = "") -> dict[str, Any]:

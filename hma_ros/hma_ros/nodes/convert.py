@@ -2,7 +2,7 @@
 
 Only message types are imported here, never rclpy, so everything is testable without a
 ROS graph. Images become ``uint8`` RGB ``(H, W, 3)`` arrays, the layout the runtime core
-uses (docs/architecture.md); resizing always goes through :func:`hma_ros.runtime.image.fit_image`.
+uses (docs/architecture.md), through the ROS-free codec in :mod:`hma_ros.runtime.image`.
 """
 
 from __future__ import annotations
@@ -14,16 +14,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image, JointState
 
-from hma_ros.runtime.image import fit_image
-
-#: encoding -> (channels, channel order as indices into RGB(A)). Anything else is refused.
-ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
-}
+from hma_ros.runtime.image import decode_image, encode_image
 
 
 class ConversionError(ValueError):
@@ -33,26 +24,10 @@ class ConversionError(ValueError):
 def image_to_numpy(msg: Image, size: tuple[int, int] | None = None) -> np.ndarray:
     """``sensor_msgs/Image`` -> ``uint8`` RGB ``(H, W, 3)``, optionally fitted to ``size`` (h, w).
 
-    Respects ``step`` (row padding). ``is_bigendian`` is irrelevant for 8-bit encodings but a
-    malformed message is still refused. Alpha is dropped; mono8 is replicated to 3 channels.
+    :func:`hma_ros.runtime.image.decode_image` (shared with the importers); raises
+    ``ImageFormatError`` (a ``ValueError``) naming the bad field.
     """
-    enc = msg.encoding.lower()
-    if enc not in ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}")
-    channels, order = ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h < 1 or w < 1:
-        raise ConversionError(f"image has no pixels (height={h}, width={w})")
-    if step < w * channels:
-        raise ConversionError(f"image step={step} is smaller than width*channels={w * channels} for {enc}")
-    data = np.frombuffer(msg.data, np.uint8)  # bytes or array('B'): no copy
-    if data.size < step * h:
-        raise ConversionError(f"image data has {data.size} bytes, expected step*height={step * h}")
-    rows = data[: step * h].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    rgb = np.ascontiguousarray(rows[..., list(order)])
-    if size is not None:
-        rgb = fit_image(rgb, size)
-    return rgb
+    return decode_image(msg, size)
 
 
 def numpy_to_image(
@@ -62,34 +37,12 @@ def numpy_to_image(
     frame_id: str = "",
 ) -> Image:
     """``uint8`` RGB ``(H, W, 3)`` (or ``(H, W)`` for mono8) -> ``sensor_msgs/Image`` without padding."""
-    enc = encoding.lower()
-    if enc not in ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ConversionError(f"image must be uint8, got {img.dtype}")
-    channels, order = ENCODINGS[enc]
-    if enc == "mono8":
-        if img.ndim == 3 and img.shape[-1] == 3:
-            img = np.rint(img @ np.array([0.299, 0.587, 0.114])).clip(0, 255).astype(np.uint8)
-        if img.ndim != 2:
-            raise ConversionError(f"mono8 image must be (H, W) or (H, W, 3), got {img.shape}")
-        out = img
-    else:
-        if img.ndim != 3 or img.shape[-1] != 3:
-            raise ConversionError(f"image must be (H, W, 3) RGB, got {img.shape}")
-        out = img[..., list(order)]
-        if channels == 4:
-            out = np.concatenate([out, np.full((*img.shape[:2], 1), 255, np.uint8)], axis=-1)
-    msg = Image()
+    enc = encode_image(img, encoding)
+    msg = Image(height=enc.height, width=enc.width, encoding=enc.encoding, is_bigendian=0, step=enc.step)
+    msg.data = enc.data
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
-    msg.encoding = enc
-    msg.is_bigendian = 0
-    msg.step = msg.width * channels
-    msg.data = np.ascontiguousarray(out).tobytes()
     return msg
 
 
