@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,3 +210,150 @@ class StepAssembler:
     def action_fill(self) -> float:
         """Fraction of the action buffer in use (for diagnostics)."""
         return len(self._actions) / self._actions.maxlen
+
+
+@dataclass
+class CutterStats:
+    """What :class:`StepCutter` did, for diagnostics."""
+
+    steps: int = 0  # 2 Hz steps cut from the inputs
+    steps_actions_held: int = 0  # cut after max_action_wait without actions: last command held
+    time_resets: int = 0  # a stamp jumped back on one topic: a new context
+    stale_after_reset: int = 0  # late messages of the previous timeline, ignored
+
+
+class StepCutter:
+    """Live camera frames and raw actions in, 2 Hz model steps out: what the world model node
+    does with its subscriptions, without ROS.
+
+    Steps are cut on the camera's own time base, not on a wall clock, so a live robot, a
+    recording replayed at any rate and a sim clock all yield the same 0.5 s steps. A step is cut
+    at the first frame half a step period after the previous step (a new context starts at the
+    newest frame the actions have reached) once the action stream has reached that frame's time:
+    the camera (best effort) and the actions (reliable, queued) can arrive seconds apart on a
+    loaded machine, and a step cut early would carry stale commands. After ``max_action_wait``
+    seconds of camera time without actions (a silent command topic) the step is cut holding the
+    last command.
+
+    A stamp more than ``time_jump`` s behind its own topic's newest one (a looped recording, a
+    reset sim clock) restarts everything: the next step carries no action, so the runner starts
+    a new context instead of mixing two timelines. Each topic is compared with itself only: one
+    stream lagging the other is not a jump. The other topic's messages of the previous timeline
+    still in flight (a reliable command queue drains after the camera looped) are ignored until
+    that topic jumps back too, so one loop is one reset. A camera gap of more than 1.5 step
+    periods also starts a new context.
+
+    Not thread-safe: one caller (the node's executor thread) feeds it.
+
+    Args:
+        action_dim, control_hz: the robot's raw actions.
+        step_hz: the model clock (2 Hz).
+        max_action_wait: seconds of camera time a step waits for the actions (settable).
+        max_action_wait_cap: the largest ``max_action_wait`` will ever be; frames are buffered that long.
+        step_tolerance: camera stamp jitter accepted when cutting steps (s).
+        time_jump: how far back a stamp may jump before the context restarts (s).
+        on_time_jump: called with a one-line description when the context restarts.
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        control_hz: float,
+        step_hz: float = 2.0,
+        *,
+        max_action_wait: float = 2.0,
+        max_action_wait_cap: float = 10.0,
+        step_tolerance: float = 0.02,
+        time_jump: float = 1.0,
+        on_time_jump: Callable[[str], None] | None = None,
+    ) -> None:
+        if not 0.0 <= max_action_wait <= max_action_wait_cap:
+            raise ValueError(f"max_action_wait={max_action_wait} must be in [0, {max_action_wait_cap}]")
+        self.period = 1.0 / step_hz
+        self.max_action_wait = float(max_action_wait)
+        self.step_tolerance = float(step_tolerance)
+        self.time_jump = float(time_jump)
+        self.on_time_jump = on_time_jump
+        self.assembler = StepAssembler(
+            action_dim, control_hz, step_hz, max_frame_age=math.inf, frame_buffer_s=max_action_wait_cap + 1.0
+        )
+        self.stats = CutterStats()
+        self._last_cut: float | None = None  # stamp of the newest step cut
+        self._newest: dict[str, float] = {}  # per topic: streams may lag each other
+        self._before_reset: dict[str, float] = {}  # per topic: newest stamp of the previous timeline
+
+    @property
+    def last_step_stamp(self) -> float | None:
+        return self._last_cut
+
+    def add_frame(self, frame: np.ndarray, stamp: float) -> list[Step]:
+        """Buffer a camera frame; returns the steps it completes. ValueError: a stale or
+        non-finite stamp (the frame is dropped and counted)."""
+        if self._previous_timeline("camera", stamp):
+            return []
+        self.assembler.add_frame(frame, stamp)
+        return self._cut()
+
+    def add_action(self, action: np.ndarray, stamp: float) -> list[Step]:
+        """Buffer one raw action; returns the steps it completes. ValueError: wrong length,
+        non-finite values or a stale stamp."""
+        if self._previous_timeline("action", stamp):
+            return []
+        self.assembler.add_action(action, stamp)
+        return self._cut()
+
+    def reset(self) -> None:
+        """Forget both streams: the next step starts a new context."""
+        self.assembler.reset()
+        self._last_cut = None
+        self._newest.clear()
+        self._before_reset.clear()
+
+    def _previous_timeline(self, topic: str, stamp: float) -> bool:
+        """Restart on a time jump back; True for a late message of the timeline before the last
+        restart (to be ignored)."""
+        if not math.isfinite(stamp):
+            return False  # the assembler refuses it with the reason
+        before = self._before_reset.get(topic)
+        if before is not None:
+            if stamp >= before - self.time_jump:
+                self.stats.stale_after_reset += 1
+                return True
+            del self._before_reset[topic]  # this topic has jumped back too: the new timeline
+        newest = self._newest.get(topic)
+        if newest is not None and stamp < newest - self.time_jump:
+            previous = {t: s for t, s in self._newest.items() if t != topic}
+            self.reset()
+            self._before_reset = previous
+            self.stats.time_resets += 1
+            if self.on_time_jump is not None:
+                self.on_time_jump(
+                    f"{topic} time jumped back {newest - stamp:.1f} s (recording looped or clock reset): "
+                    "starting a new context"
+                )
+        self._newest[topic] = max(self._newest.get(topic, stamp), stamp)
+        return False
+
+    def _cut(self) -> list[Step]:
+        asm, out = self.assembler, []
+        while True:
+            last = self._last_cut
+            if last is None:
+                stamp = asm.newest_covered_frame_stamp()
+                stamp = asm.next_frame_stamp() if stamp is None else stamp
+            else:
+                stamp = asm.next_frame_stamp(last + self.period - self.step_tolerance)
+            if stamp is None:
+                return out
+            if not asm.actions_cover(stamp):
+                if asm.newest_frame_stamp - stamp < self.max_action_wait:
+                    return out  # the next action (or frame) retries
+                self.stats.steps_actions_held += 1
+            step = asm.tick(stamp)
+            if step is None:  # no action history covering the interval yet
+                return out
+            if last is not None and stamp > last + 1.5 * self.period:
+                step = Step(step.stamp, step.frame, None)  # a gap in the camera stream: new context
+            self._last_cut = stamp
+            self.stats.steps += 1
+            out.append(step)
