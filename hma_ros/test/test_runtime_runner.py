@@ -225,3 +225,46 @@ def test_tokenizer_found_through_extra_json_relative_and_id_checked(tmp_path):
     with pytest.raises(FileNotFoundError, match="names no tokenizer"):
         WorldModelRunner.from_checkpoint(folder, "arm")
     shutil.rmtree(tmp_path / "shared_tokenizer")
+
+
+def test_stepwise_rollout_equals_rollout_and_serves_row_slices(checkpoint):
+    """start_rollout + step per frame + finish_rollout on slices = one rollout call; a shared
+    context cache serves several jobs."""
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    fr, acts = feed(r, 3)
+    cand = np.random.default_rng(9).normal(size=(3, 2, 4)).astype(np.float32)
+    goal = frames(1, (32, 32), seed=4)[0]
+    whole = r.rollout(cand, goal=goal, seed=5)
+    job = r.start_rollout(cand, seed=5)
+    assert (job.num_candidates, job.horizon, job.frames_done, job.done) == (3, 2, 0, False)
+    with pytest.raises(RuntimeError, match="not done"):
+        _ = job.tokens
+    assert job.step() is False
+    assert job.frames_done == 1
+    assert job.step() is True
+    parts = [r.finish_rollout(job, rows=rows, goal=goal) for rows in (slice(0, 1), slice(1, 3))]
+    np.testing.assert_array_equal(np.concatenate([p.frames for p in parts]), whole.frames)
+    np.testing.assert_allclose(np.concatenate([p.costs for p in parts]), whole.costs)
+    cache = r.context_cache(fr, acts)
+    via_cache = r.finish_rollout(r.start_rollout(cand, context=cache, seed=5).run())
+    via_tuple = r.rollout(cand, context=(fr, acts), seed=5)
+    np.testing.assert_array_equal(via_cache.frames, via_tuple.frames)
+
+
+def test_non_finite_model_output_is_never_returned(checkpoint):
+    """A model that produces NaN (poisoned weights here) raises NonFiniteOutputError instead of
+    returning NaN actions; positive control: the same runner is fine before."""
+    import torch
+
+    from hma_ros.runtime.runner import NonFiniteOutputError
+
+    r = WorldModelRunner.from_checkpoint(checkpoint, "arm")
+    feed(r, 2)
+    assert np.isfinite(r.predict(1).actions).all()
+    with torch.no_grad():
+        for p in r.backend.model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteOutputError, match="non-finite"):
+        r.predict(1)
+    with pytest.raises(NonFiniteOutputError):
+        r.rollout(np.zeros((2, 1, 4), np.float32))

@@ -12,7 +12,12 @@ answers two questions:
   candidate gets a cost, as an MPC loop or policy monitor needs.
 
 Every input is validated; a bad one raises ``ValueError`` naming the problem and leaves the
-live context untouched.
+live context untouched. An output that is not finite raises :class:`NonFiniteOutputError` and is
+never returned.
+
+A rollout can also run one predicted frame at a time (:meth:`WorldModelRunner.start_rollout`
+returns a :class:`RolloutJob`): the node's model worker interleaves live predictions between
+the frames of a long rollout, so neither starves the other.
 """
 
 from __future__ import annotations
@@ -59,6 +64,90 @@ class RolloutResult:
     frames: np.ndarray | None
     actions: np.ndarray
     costs: np.ndarray | None
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced NaN or inf (an action read-out or a continuous latent): the output is
+    meaningless, and a live context that produced it should be restarted."""
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise NonFiniteOutputError(f"the model produced non-finite {what}")
+
+
+class RolloutJob:
+    """A rollout in progress: :meth:`step` predicts the next frame of every candidate.
+
+    Made by :meth:`WorldModelRunner.start_rollout`; holds its own reference to the context
+    cache, so the live context may move on while it runs. Each predicted frame is committed
+    inside the first decoding pass of the next one (``Backend.advance``): M trunk passes per
+    frame instead of M + 1. Committing draws no random numbers, so a seed makes the same
+    choices as predict + append would (up to float rounding of the fused pass).
+    """
+
+    def __init__(
+        self, backend: Backend, cache: KVCache, actions: torch.Tensor, sampling: tuple, action_width: int
+    ) -> None:
+        self._backend, self._cache, self._actions = backend, cache, actions
+        self._sampling, self._width = sampling, action_width
+        self._frames: list[torch.Tensor] = []
+        self._reads: list[torch.Tensor] = []
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self._actions.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        return int(self._actions.shape[1])
+
+    @property
+    def frames_done(self) -> int:
+        return len(self._frames)
+
+    @property
+    def done(self) -> bool:
+        return len(self._frames) == self.horizon
+
+    def step(self) -> bool:
+        """Predict the next frame of all candidates; True once the horizon is reached.
+        Raises :class:`NonFiniteOutputError` (the job is then unusable)."""
+        if self.done:
+            return True
+        t, N, backend = len(self._frames), self.num_candidates, self._backend
+        if t == 0:
+            frame, read = backend.predict_next(self._cache.expand(N), self._actions[:, 0], *self._sampling)
+        else:
+            self._cache, frame, read = backend.advance(
+                self._cache.expand(N), self._frames[-1], self._actions[:, t - 1], self._actions[:, t], *self._sampling
+            )
+        read = read[:, : self._width]
+        _check_finite(read, "actions")
+        _check_finite(frame, "latents")
+        self._frames.append(frame)
+        self._reads.append(read)
+        return self.done
+
+    def run(self) -> RolloutJob:
+        """Step to the end; returns self."""
+        while not self.step():
+            pass
+        return self
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(N, H, h, w[, C]) once done."""
+        if not self.done:
+            raise RuntimeError(f"rollout at frame {self.frames_done} of {self.horizon}: not done")
+        return torch.stack(self._frames, 1)
+
+    @property
+    def actions(self) -> torch.Tensor:
+        """(N, H, A) action read-outs once done."""
+        if not self.done:
+            raise RuntimeError(f"rollout at frame {self.frames_done} of {self.horizon}: not done")
+        return torch.stack(self._reads, 1)
 
 
 def load_checkpoint_tokenizer(folder: str | Path) -> Tokenizer:
@@ -257,10 +346,10 @@ class WorldModelRunner:
             raise ValueError(f"not ready: {self._num_context} context frames, need {self.min_context}")
         self._check_horizon(horizon)
         unknown = torch.full((1, horizon, self.step_action_dim), float("nan"), device=self.device)
-        tokens, actions = self._roll(self._cache, unknown, self.num_steps, self._generator)
-        frames = self.tokenizer.decode(tokens[0]).cpu().numpy()
+        job = self._job(self._cache, unknown, self.num_steps, self._generator).run()
+        frames = self.tokenizer.decode(job.tokens[0]).cpu().numpy()
         stamps = self._last_stamp + STEP_PERIOD * np.arange(1, horizon + 1)
-        return Prediction(frames=frames, actions=actions[0].cpu().numpy(), stamps=stamps)
+        return Prediction(frames=frames, actions=job.actions[0].cpu().numpy(), stamps=stamps)
 
     def rollout(
         self,
@@ -281,29 +370,54 @@ class WorldModelRunner:
         ``goal``: uint8 (H, W, 3) image; each candidate's cost is the mean squared error of
         its last predicted frame against it. The live context is never modified.
         """
-        cand = self._check_actions(candidate_actions, "candidate_actions", ndim=3)
-        N, H = cand.shape[:2]
-        if N < 1:
-            raise ValueError("candidate_actions holds no candidate")
-        self._check_horizon(H)
-        steps = self.num_steps if num_steps is None else int(num_steps)
         goal_img = None if goal is None else self._fit(goal, "goal")
+        job = self.start_rollout(candidate_actions, context, num_steps, seed).run()
+        return self.finish_rollout(job, goal=goal_img, return_frames=return_frames)
+
+    def start_rollout(
+        self,
+        candidate_actions: np.ndarray,
+        context: tuple[np.ndarray, np.ndarray] | KVCache | None = None,
+        num_steps: int | None = None,
+        seed: int | None = None,
+    ) -> RolloutJob:
+        """Validate a rollout and return it unstarted; :meth:`RolloutJob.step` runs it a frame at a
+        time, :meth:`finish_rollout` decodes it. Arguments as for :meth:`rollout`; ``context`` may
+        also be a cache from :meth:`context_cache` (one context serving several jobs)."""
+        cand = self._check_actions(candidate_actions, "candidate_actions", ndim=3)
+        if cand.shape[0] < 1:
+            raise ValueError("candidate_actions holds no candidate")
+        self._check_horizon(cand.shape[1])
+        steps = self.num_steps if num_steps is None else int(num_steps)
         if context is None:
             if not self.ready:
                 raise ValueError(f"no live context yet ({self._num_context} frames, need {self.min_context})")
             cache = self._cache
+        elif isinstance(context, KVCache):
+            cache = context
         else:
-            cache = self._context_cache(*context)
+            cache = self.context_cache(*context)
         generator = torch.Generator(device=self.device)
         if seed is None:
             generator.seed()
         else:
             generator.manual_seed(int(seed))
-        tokens, actions = self._roll(cache, cand.to(self.device), steps, generator)
-        frames = None
-        costs = None
+        return self._job(cache, cand.to(self.device), steps, generator)
+
+    def finish_rollout(
+        self,
+        job: RolloutJob,
+        rows: slice = slice(None),
+        goal: np.ndarray | None = None,
+        return_frames: bool = True,
+    ) -> RolloutResult:
+        """Decode the candidates ``rows`` of a finished ``job`` (a batched job serves several
+        requests); ``goal`` (H, W, 3) uint8 at any size adds costs."""
+        goal_img = None if goal is None else self._fit(goal, "goal")
+        actions = job.actions[rows]
+        frames = costs = None
         if return_frames or goal_img is not None:
-            decoded = self.tokenizer.decode(tokens)  # (N, H, h, w, 3)
+            decoded = self.tokenizer.decode(job.tokens[rows])  # (N, H, h, w, 3)
             if goal_img is not None:
                 last = decoded[:, -1].float() / 255.0
                 target = torch.from_numpy(goal_img).to(last.device).float() / 255.0
@@ -312,27 +426,9 @@ class WorldModelRunner:
                 frames = decoded.cpu().numpy()
         return RolloutResult(frames=frames, actions=actions.cpu().numpy(), costs=costs)
 
-    # -- internals --------------------------------------------------------------------------
-    def _roll(self, cache: KVCache, actions: torch.Tensor, num_steps: int, generator: torch.Generator):
-        """Frame-by-frame generation after ``cache`` for actions (N, H, A) (NaN = unknown):
-        returns tokens (N, H, h, w[, C]) and the action head's read-outs (N, H, A).
-
-        Each predicted frame is committed inside the first decoding pass of the next one
-        (``Backend.advance``): M trunk passes per frame instead of M + 1. Committing draws no
-        random numbers, so a seed makes the same choices as predict + append would (up to
-        float rounding of the fused pass)."""
-        backend = self.backend
-        N, H, A = actions.shape
-        sampling = (num_steps, self.temperature, self.order, generator)
-        frame, read = backend.predict_next(cache.expand(N), actions[:, 0], *sampling)
-        frames, reads = [frame], [read[:, :A]]
-        for t in range(1, H):
-            cache, frame, read = backend.advance(cache.expand(N), frame, actions[:, t - 1], actions[:, t], *sampling)
-            frames.append(frame)
-            reads.append(read[:, :A])
-        return torch.stack(frames, 1), torch.stack(reads, 1)
-
-    def _context_cache(self, frames: np.ndarray, actions: np.ndarray) -> KVCache:
+    def context_cache(self, frames: np.ndarray, actions: np.ndarray) -> KVCache:
+        """The cache of an explicit context (frames (T, H, W, 3) uint8, actions (T, stride *
+        action_dim)), as :meth:`rollout` takes it; ValueError names a bad input."""
         frames = self._fit(frames, "context frames", batched=True)
         T = frames.shape[0]
         acts = self._check_actions(np.asarray(actions)[None], "context actions", ndim=3)[0]
@@ -343,6 +439,12 @@ class WorldModelRunner:
         before = torch.cat([torch.full_like(acts[:1], float("nan")), acts[:-1]])  # action producing each frame
         tokens = self.tokenizer.encode(frames[None]).to(self.device)
         return self.backend.append_frames(self.backend.init_cache(1), tokens, before[None].to(self.device))
+
+    # -- internals --------------------------------------------------------------------------
+    def _job(self, cache: KVCache, actions: torch.Tensor, num_steps: int, generator: torch.Generator) -> RolloutJob:
+        """Frame-by-frame generation after ``cache`` for actions (N, H, A) (NaN = unknown)."""
+        sampling = (num_steps, self.temperature, self.order, generator)
+        return RolloutJob(self.backend, cache, actions, sampling, actions.shape[-1])
 
     def _fit(self, img: Any, what: str, batched: bool = False) -> np.ndarray:
         img = np.asarray(img)
