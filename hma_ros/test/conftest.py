@@ -3,7 +3,6 @@ per test and an executor spun in a background thread."""
 
 import os
 import random
-import threading
 import time
 
 import pytest
@@ -67,16 +66,17 @@ def ros_context():
 
 @pytest.fixture
 def spinning_executor(ros_context):
-    """A MultiThreadedExecutor on ``ros_context`` spinning in a thread; add nodes to it."""
-    from rclpy.executors import MultiThreadedExecutor
+    """The executor every hma_ros process uses (nodes/spin.py: single-threaded, in a thread) on
+    ``ros_context``; add nodes to it. Nodes are destroyed after the test."""
+    from hma_ros.nodes.spin import ExecutorThread
 
-    executor = MultiThreadedExecutor(num_threads=8, context=ros_context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield executor
-    nodes = list(executor.get_nodes())
-    executor.shutdown(timeout_sec=5.0)
-    thread.join(timeout=5.0)
+    spinner = ExecutorThread(context=ros_context).start()
+    yield spinner.executor
+    nodes = list(spinner.executor.get_nodes())
+    for node in nodes:  # a lifecycle node's worker publishes: stop it while the context is valid
+        if hasattr(node, "stop"):
+            node.stop()
+    assert spinner.stop(timeout=5.0)
     for node in nodes:
         node.destroy_node()
 

@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 
 from hma_ros.data.rosbag import iter_raw
 from hma_ros.data.rosbag import topics as bag_topics
+from hma_ros.nodes import spin
 from hma_ros.paths import share_dir
 
 DEFAULT_BAG = "data/franka_demo.mcap"  # relative to the share dir
@@ -41,6 +42,15 @@ def message_class(type_name: str) -> type:
         return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
     except (ImportError, AttributeError) as e:
         raise ValueError(f"message type {type_name!r} is not installed here: {e}") from e
+
+
+def resolve_bag(bag: str | Path) -> Path:
+    """A recording path as given, else relative to the share dir; ValueError if neither exists."""
+    p = Path(bag).expanduser()
+    for cand in (p, share_dir() / p) if not p.is_absolute() else (p,):
+        if cand.exists():  # an .mcap file or a rosbag2 folder
+            return cand.resolve()
+    raise ValueError(f"recording {bag!r} not found (looked in the cwd and {share_dir()})")
 
 
 class BagReplay(Node):
@@ -83,8 +93,25 @@ class BagReplay(Node):
         self.publish_clock = self.declare_parameter(
             "publish_clock", False, desc("publish /clock from the recording's log time")
         ).value
+        self.wait_for_subscribers = self.declare_parameter(
+            "wait_for_subscribers",
+            0,
+            desc(
+                "before playing, wait (up to wait_timeout s) until every topic has this many subscribers: "
+                "DDS discovery can take seconds, and messages published before it are lost",
+                integer_range=[IntegerRange(from_value=0, to_value=100, step=1)],
+            ),
+        ).value
+        self.wait_timeout = self.declare_parameter(
+            "wait_timeout",
+            15.0,
+            desc(
+                "seconds to wait for wait_for_subscribers",
+                floating_point_range=[FloatingPointRange(from_value=0.0, to_value=600.0)],
+            ),
+        ).value
 
-        self.path = self._resolve(bag)
+        self.path = resolve_bag(bag)
         info = {t: v for t, v in bag_topics(self.path).items() if v[0]}  # CDR channels with a schema
         if self.topics:
             missing = sorted(set(self.topics) - set(info))
@@ -107,17 +134,24 @@ class BagReplay(Node):
         self._thread = threading.Thread(target=self._play, name="bag_replay", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _resolve(bag: str) -> Path:
-        p = Path(bag).expanduser()
-        for cand in (p, share_dir() / p) if not p.is_absolute() else (p,):
-            if cand.exists():  # an .mcap file or a rosbag2 folder
-                return cand
-        raise ValueError(f"recording {bag!r} not found (looked in the cwd and {share_dir()})")
+    def _wait_for_subscribers(self) -> None:
+        want, deadline = self.wait_for_subscribers, time.monotonic() + self.wait_timeout
+        counts = {}
+        while want and not self._stop.is_set():
+            counts = {t: pub.get_subscription_count() for t, pub in self._topic_pubs.items()}
+            if min(counts.values()) >= want:
+                return
+            if time.monotonic() > deadline:
+                self.get_logger().warning(
+                    f"playing without {want} subscribers on every topic after {self.wait_timeout:g} s: {counts}"
+                )
+                return
+            self._stop.wait(0.02)
 
     def _play(self) -> None:
         log = self.get_logger()
         passes = 0
+        self._wait_for_subscribers()
         while not self._stop.is_set():
             first_ns = None
             t0 = time.monotonic()
@@ -164,24 +198,24 @@ def _clock(log_ns: int) -> Clock:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
+    """Replay until the recording ends (no loop) or SIGINT/SIGTERM; exit 0 either way."""
+    signals = spin.StopSignals().install()
+    spin.init(args)
     try:
-        try:
-            node = BagReplay()
-        except ValueError as e:
-            rclpy.logging.get_logger("bag_replay").error(str(e))
-            return 1
-        while rclpy.ok() and not node.finished.is_set():
-            rclpy.spin_once(node, timeout_sec=0.1)
-        return 0
-    except KeyboardInterrupt:
-        return 0
+        node = BagReplay()
+    except ValueError as e:
+        rclpy.logging.get_logger("bag_replay").error(str(e))
+        spin.shutdown()
+        return 1
+    spinner = spin.ExecutorThread(node).start()  # parameter services; the replay has its own thread
+    try:
+        spin.wait_until(lambda: bool(signals) or node.finished.is_set() or not spinner.alive())
     finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        node.stop()  # the replay thread publishes: it goes before the executor and the context
+        spinner.stop()
+        node.destroy_node()
+        spin.shutdown()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,21 +1,20 @@
-"""The HMA world model as a ROS 2 lifecycle node: a thin shell around ``WorldModelRunner``.
+"""The HMA world model as a ROS 2 lifecycle node: a thin shell around the ROS-free runtime.
 
-configure  loads the robot config (config/robots/<robot>.yaml) and the checkpoint; a missing
-           or bad one fails the transition with one clear log line.
-activate   subscribes to the camera (sensor-data QoS) and the action topic, starts the 2 Hz
-           prediction timer and serves /hma/rollout.
-deactivate stops all of that; cleanup releases the model.
+configure  loads the robot config (config/robots/<robot>.yaml) and the checkpoint, warms the
+           model up and measures its cost. A failure (no such robot, a missing or corrupt
+           checkpoint, TensorRT absent) leaves the node up and unconfigured, with the reason in
+           the log and on /diagnostics; fix the parameter and configure again.
+activate   subscribes to the camera (sensor-data QoS) and the action topic and starts the
+           model worker: live predictions and /hma/rollout are served.
+deactivate stops both (queued rollouts are answered "inactive"); cleanup releases the model.
 
-Concurrency (STYLE.md 12): the subscriptions only convert messages and append to the bounded
-buffers of a :class:`StepAssembler` under ``_lock`` (held for a few microseconds). The model
-runs in a prediction thread owned by the node (started on activate, joined on deactivate),
-woken as soon as an input callback cuts a 2 Hz step, and every 0.5 s for steps a skipped tick
-left; the executor (a MultiThreadedExecutor) only runs short callbacks, each entity in its own
-callback group. The runner is not assumed thread-safe, so model calls are serialised by
-``_model_lock``: a tick that finds the model busy with a rollout is skipped (and counted), a
-rollout waits up to ``rollout_wait`` seconds for a running tick. Streams are compared with
-themselves only: a lagging action queue delays steps (up to ``max_action_wait``), a stamp
-jumping back on one topic restarts the context.
+Concurrency (docs/executors.md, STYLE.md 12): the process spins one SingleThreadedExecutor
+(``nodes/spin.py``). Subscription callbacks only convert a message and feed
+``runtime.chunking.StepCutter``, which cuts 2 Hz steps on the camera's time base; cut steps go
+to ``runtime.worker.ModelWorker``, the one thread that owns the model. It serves live steps
+first and rollouts in frame-sized, batched slices between them, and publishes predictions
+itself. /hma/rollout is a coroutine: it validates the request (``runtime.requests``), submits
+it to the worker and awaits the answer, so the executor keeps serving the topics meanwhile.
 
     python -m hma_ros.nodes.world_model --ros-args -p robot:=franka -p autostart:=true
 """
@@ -23,9 +22,7 @@ jumping back on one topic restarts the context.
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,33 +31,28 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.task import Future as RosFuture
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from hma_ros.nodes.convert import (
-    ConversionError,
-    image_to_numpy,
-    joint_positions,
-    numpy_to_image,
-    sec_to_stamp,
-    stamp_to_sec,
-)
-from hma_ros.runtime.chunking import Step, StepAssembler
+from hma_ros.nodes import spin
+from hma_ros.nodes.convert import image_to_numpy, joint_positions, numpy_to_image, sec_to_stamp, stamp_to_sec
+from hma_ros.runtime.chunking import StepCutter
+from hma_ros.runtime.requests import ActionBounds, RolloutLimits, parse_rollout_request
 from hma_ros.runtime.robot_config import MODEL_HZ, RobotConfig, RobotConfigError, load_robot_config
+from hma_ros.runtime.worker import LivePrediction, ModelWorker, RolloutRefusedError, Runner
 from hma_ros_interfaces.msg import PredictedFrames
 from hma_ros_interfaces.srv import Rollout
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STEP_PERIOD = 1.0 / MODEL_HZ
-TIME_JUMP = 1.0  # s: an input stamp this far behind its topic's newest one restarts the context
 MAX_ACTION_WAIT = 10.0  # s: upper bound of max_action_wait (frames are buffered that long)
 # Sensor-data QoS (best effort: the newest frames win, nothing is resent), but 10 deep, not 5:
-# frames are buffered until the commands catch up, and a busy executor must not lose them.
+# frames are buffered until the commands catch up.
 CAMERA_QOS = QoSProfile(
     history=qos_profile_sensor_data.history,
     depth=10,
@@ -68,11 +60,13 @@ CAMERA_QOS = QoSProfile(
     durability=qos_profile_sensor_data.durability,
 )
 ACTION_QUEUE_S = 3.0  # s of native-rate actions the subscription queue holds (a reliable topic may lag)
-STEP_TOLERANCE = 0.02  # s: camera stamp jitter accepted when cutting 0.5 s steps
-MAX_QUEUED_STEPS = 8  # steps waiting for the runner; more means it cannot keep up
+TICK_BUDGET = 0.8 * STEP_PERIOD  # a live tick estimated above this could not keep 2 Hz: refused
+RECENT = 5.0  # s: how long a refused action or a discarded prediction colours /diagnostics
+#: Parameters that choose what configure loads: settable only while unconfigured.
+RELOAD = ("robot", "checkpoint", "backend")
 
 
-def load_runner(checkpoint: Path, robot: RobotConfig, backend: str) -> Any:
+def load_runner(checkpoint: Path, robot: RobotConfig, backend: str) -> Runner:
     """Build the runtime core. One place, so tests can substitute a stand-in."""
     from hma_ros.runtime.runner import WorldModelRunner
 
@@ -81,46 +75,48 @@ def load_runner(checkpoint: Path, robot: RobotConfig, backend: str) -> Any:
 
 @dataclass
 class Counters:
-    """What /diagnostics reports besides the assembler's own stats."""
+    """What the node's callbacks count (executor thread only); the worker counts the rest."""
 
     frames_refused: int = 0
     actions_refused: int = 0
-    steps: int = 0  # 2 Hz steps cut from the inputs
-    steps_dropped: int = 0  # queue overflow (model too slow): the context restarts
-    steps_actions_held: int = 0  # cut after max_action_wait without actions: last command held
-    ticks: int = 0
-    ticks_no_new_step: int = 0
-    ticks_model_busy: int = 0
-    predictions: int = 0
-    prediction_errors: int = 0
+    actions_out_of_range: int = 0
     rollouts: int = 0
     rollouts_refused: int = 0
 
 
 class WorldModelNode(LifecycleNode):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__("world_model", **kwargs)
-        self._declare_parameters()
-        self._lock = threading.Lock()  # inputs and counters; held briefly
-        self._model_lock = threading.Lock()  # serialises calls into the runner
-        # One group per entity: rclpy's MultiThreadedExecutor busy-loops (holding the GIL and
-        # starving the model) when two ready entities share a mutually exclusive group and one
-        # of them runs long. The subscriptions share state only under _lock.
-        self._camera_group = MutuallyExclusiveCallbackGroup()
-        self._action_group = MutuallyExclusiveCallbackGroup()
-        self._rollout_group = MutuallyExclusiveCallbackGroup()
-        self._wake = threading.Event()  # set when a step is cut: the prediction thread runs at once
-        self._stop_predicting = threading.Event()
-        self._predictor: threading.Thread | None = None
         self.robot: RobotConfig | None = None
-        self.runner: Any = None
+        self.runner: Runner | None = None
+        self.worker: ModelWorker | None = None
+        self.cutter: StepCutter | None = None
+        self.bounds: ActionBounds | None = None
         self.model_id = ""
-        self._assembler: StepAssembler | None = None
+        self.state = "unconfigured"  # the lifecycle state this node's callbacks completed
+        self.config_error = ""  # why the last configure failed
+        self.counters = Counters()
+        self.pending_rollouts = 0  # coroutines awaiting the worker
+        self._last_refusal = self._last_frame_wall = -math.inf
+        self._invalid_seen = (0, -math.inf)  # (worker's predictions_invalid, when it last grew)
+        self._frame_times: list[float] = []
+        self._size_warned = False
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
-        self._timers: list[Any] = []
-        self._service = None
-        self._reset_state()
+        self._declare_parameters()
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        # Always up, whatever the lifecycle state: /diagnostics says why a configure failed, and
+        # /hma/rollout answers "not configured" or "inactive" instead of vanishing.
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)
+        # Reentrant: each request is a coroutine awaiting the worker, and many may wait at once
+        # (batched together). In the default, mutually exclusive group one waiting request would
+        # block the next, and the topics too: a ready entity whose group is busy makes rclpy's
+        # executor spin without sleeping.
+        self._service = self.create_service(
+            Rollout, "/hma/rollout", self._on_rollout, callback_group=ReentrantCallbackGroup()
+        )
 
     # -- parameters -----------------------------------------------------------------------
     def _declare_parameters(self) -> None:
@@ -132,15 +128,46 @@ class WorldModelNode(LifecycleNode):
                 d.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi)]
             self.declare_parameter(name, default, d)
 
-        reload = " (read at configure: cleanup + configure to change)"
-        p("robot", "franka", "robot config name (config/robots/<robot>.yaml) or a YAML path" + reload, True)
-        p("checkpoint", "", "checkpoint folder; empty = the robot config's model.checkpoint" + reload, True)
-        p("backend", "torch", f"inference backend, one of {', '.join(BACKENDS)}" + reload, True)
+        reload = " (settable while unconfigured: cleanup, set, configure)"
+        p("robot", "franka", "robot config name (config/robots/<robot>.yaml) or a YAML path" + reload)
+        p("checkpoint", "", "checkpoint folder; empty = the robot config's model.checkpoint" + reload)
+        p("backend", "torch", f"inference backend, one of {', '.join(BACKENDS)}" + reload)
         p("autostart", False, "configure and activate at startup (without a lifecycle manager)", True)
-        p("horizon", 4, "2 Hz steps predicted on every tick", lo=1, hi=64)
-        p("num_steps", 2, "unmasking/sampling steps per predicted frame (MaskGIT: 2 suffices)", lo=1, hi=64)
-        p("max_candidates", 16, "largest num_candidates a rollout request may ask for", lo=1, hi=1024)
-        p("max_rollout_horizon", 16, "largest horizon a rollout request may ask for", lo=1, hi=256)
+        p(
+            "executor",
+            "single",
+            f"rclpy executor of the process, one of {', '.join(spin.EXECUTORS)}: single is the measured choice "
+            "(docs/executors.md); the others exist to repeat that comparison",
+            True,
+        )
+        p("horizon", 4, "2 Hz steps predicted on every tick (refused if a tick could not keep 2 Hz)", lo=1, hi=16)
+        p("num_steps", 2, "unmasking/sampling steps per predicted frame (MaskGIT: 2 suffices)", lo=1, hi=16)
+        p("max_candidates", 16, "largest num_candidates a rollout request may ask for", lo=1, hi=256)
+        p("max_rollout_horizon", 16, "largest horizon a rollout request may ask for", lo=1, hi=64)
+        p(
+            "max_rollout_time",
+            10.0,
+            "largest estimated model time (s) of one rollout request; costlier requests are refused",
+            lo=0.1,
+            hi=120.0,
+        )
+        p(
+            "rollout_slice_time",
+            0.2,
+            "seconds one slice of rollout work may hold the model (a live tick waits at most about this); "
+            "rollouts are batched and split into slices of this estimated cost",
+            lo=0.01,
+            hi=STEP_PERIOD,
+        )
+        p("rollout_queue_size", 16, "rollout requests waiting beyond this are refused as busy", lo=1, hi=256)
+        p(
+            "action_range_factor",
+            3.0,
+            "actions (topics and requests) beyond this multiple of the recorded range (checkpoint stats: "
+            "mean +- 3 std) are refused",
+            lo=1.0,
+            hi=1e6,
+        )
         p("max_frame_age", 1.0, "seconds without a camera frame before diagnostics warn", lo=0.05, hi=60.0)
         p(
             "max_action_wait",
@@ -149,7 +176,6 @@ class WorldModelNode(LifecycleNode):
             lo=0.0,
             hi=MAX_ACTION_WAIT,
         )
-        p("rollout_wait", 5.0, "seconds a rollout waits for a running prediction", lo=0.0, hi=600.0)
         p("publish_frames", True, "put the predicted images into /hma/predicted_frames")
         p("publish_preview", True, "publish /hma/preview (observed frame + predicted frames side by side)")
         p("diagnostics_period", 1.0, "seconds between /diagnostics messages", True, lo=0.1, hi=60.0)
@@ -157,311 +183,245 @@ class WorldModelNode(LifecycleNode):
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
-    def _reset_state(self) -> None:
-        self.counters = Counters()
-        self._latencies: deque[float] = deque(maxlen=50)
-        self._prediction_times: deque[float] = deque(maxlen=20)
-        self._frame_times: deque[float] = deque(maxlen=50)  # wall receipt times, for the input rate
-        self._last_frame_stamp: float | None = None
-        self._last_frame_wall = 0.0
-        self._last_used_stamp: float | None = None  # stamp of the newest step cut
-        self._steps: deque[Step] = deque()  # cut, not yet observed by the runner (bounded: MAX_QUEUED_STEPS)
-        self._size_warned = False
-        self._newest_stamp: dict[str, float] = {}  # per input topic: streams may lag each other
-        self.time_resets = 0
+    def _check_parameters(self, params: list[Any]) -> SetParametersResult:
+        for param in params:
+            if param.name in RELOAD and self.state != "unconfigured":
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{param.name} is read at configure: deactivate and clean up the node first "
+                    f"(ros2 lifecycle set {self.get_fully_qualified_name()} cleanup), then set it",
+                )
+            if param.name in ("horizon", "num_steps") and self.worker is not None:
+                horizon = param.value if param.name == "horizon" else self.worker.horizon
+                steps = param.value if param.name == "num_steps" else self.worker.num_steps
+                tick = self._tick_estimate(horizon, steps)
+                if tick > TICK_BUDGET:
+                    return SetParametersResult(
+                        successful=False,
+                        reason=f"horizon {horizon} x num_steps {steps} would take ~{tick:.2f} s per 2 Hz tick on "
+                        f"this machine (budget {TICK_BUDGET:g} s): predictions could not keep 2 Hz",
+                    )
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Any]) -> None:
+        worker = self.worker
+        for param in params:
+            if worker is not None and param.name in ("horizon", "num_steps"):
+                setattr(worker, param.name, int(param.value))
+            elif worker is not None and param.name == "max_rollout_time":
+                worker.max_rollout_seconds = float(param.value)
+            elif worker is not None and param.name == "rollout_queue_size":
+                worker.queue_size = int(param.value)
+            elif worker is not None and param.name == "rollout_slice_time":
+                worker.step_budget = float(param.value)
+            elif param.name == "max_action_wait" and self.cutter is not None:
+                self.cutter.max_action_wait = float(param.value)
+            elif param.name == "action_range_factor" and self.runner is not None:
+                self.bounds = self._bounds(self.runner)
+
+    def _tick_estimate(self, horizon: int, num_steps: int) -> float:
+        """Model seconds of one live tick: one observed frame plus ``horizon`` predicted ones
+        (the cost model is measured at 2 decoding passes per frame)."""
+        frame = self.worker.cost.frame_seconds(1)
+        return frame * (1 + horizon * max(num_steps, 2) / 2)
+
+    def _bounds(self, runner: Runner) -> ActionBounds:
+        spec = runner.spec
+        names = self.robot.action.names if self.robot else spec.action_names
+        return ActionBounds.from_stats(spec.action_mean, spec.action_std, self._param("action_range_factor"), names)
 
     # -- lifecycle ------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        log = self.get_logger()
-        backend = self._param("backend")
-        if backend not in BACKENDS:
-            log.error(f"configure failed: backend {backend!r} is not one of {list(BACKENDS)}")
-            return TransitionCallbackReturn.FAILURE
-        try:
-            robot = load_robot_config(self._param("robot"))
-        except RobotConfigError as e:
-            log.error(f"configure failed: {e}")
-            return TransitionCallbackReturn.FAILURE
-        checkpoint = Path(self._param("checkpoint")).expanduser() if self._param("checkpoint") else None
-        checkpoint = checkpoint or robot.checkpoint_path()
-        if not checkpoint.is_dir():
-            log.error(f"configure failed: checkpoint folder {checkpoint} does not exist")
-            return TransitionCallbackReturn.FAILURE
         t0 = time.perf_counter()
         try:
-            runner = load_runner(checkpoint, robot, backend)
-        except Exception as e:  # noqa: BLE001 - a corrupt checkpoint can fail in many ways; report it once
-            log.error(f"configure failed: cannot load checkpoint {checkpoint}: {type(e).__name__}: {e}")
+            self._configure()
+        except ConfigureError as e:
+            self.config_error = str(e)
+            self.get_logger().error(f"configure failed: {e}")
+            self._release_configured()
             return TransitionCallbackReturn.FAILURE
+        self.config_error = ""
+        self.state = "inactive"
+        robot, worker = self.robot, self.worker
+        self.get_logger().info(
+            f"configured: robot {robot.robot} (embodiment {robot.embodiment}, {robot.action_dim} action dims at "
+            f"{robot.control_hz:g} Hz), model {self.model_id} on {self._param('backend')} in "
+            f"{time.perf_counter() - t0:.2f} s; {worker.cost.frame_seconds(1) * 1e3:.0f} ms per predicted frame, "
+            f"rollout jobs of up to {worker.max_job_candidates()} candidates"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        backend = self._param("backend")
+        if backend not in BACKENDS:
+            raise ConfigureError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+        try:
+            robot = load_robot_config(self._param("robot"))
+            checkpoint = Path(self._param("checkpoint")).expanduser() if self._param("checkpoint") else None
+            checkpoint = checkpoint or robot.checkpoint_path()
+        except RobotConfigError as e:
+            raise ConfigureError(str(e)) from None
+        if not checkpoint.is_dir():
+            raise ConfigureError(f"checkpoint folder {checkpoint} does not exist")
+
+        def load() -> Runner:  # in the worker thread: all torch work happens there
+            try:
+                return load_runner(checkpoint, robot, backend)
+            except Exception as e:  # noqa: BLE001 - a corrupt checkpoint can fail in many ways; report it once
+                raise ConfigureError(f"cannot load checkpoint {checkpoint}: {type(e).__name__}: {e}") from None
+
+        worker = ModelWorker(
+            on_prediction=self._publish_prediction,
+            on_error=self._on_worker_error,
+            horizon=self._param("horizon"),
+            num_steps=self._param("num_steps"),
+            queue_size=self._param("rollout_queue_size"),
+            max_rollout_seconds=self._param("max_rollout_time"),
+            step_budget=self._param("rollout_slice_time"),
+        )
+        try:
+            runner = worker.start(load)
+        except ConfigureError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model that cannot run one frame is a failed configure
+            raise ConfigureError(f"the model failed its warm-up: {type(e).__name__}: {e}") from None
         self.robot, self.runner = robot, runner
         self.model_id = str(getattr(runner, "model_id", "") or checkpoint.name)
-        self._assembler = StepAssembler(
-            robot.action_dim, robot.control_hz, MODEL_HZ, max_frame_age=1e9, frame_buffer_s=MAX_ACTION_WAIT + 1.0
-        )
-        self._reset_state()
+        self.bounds = self._bounds(runner)
+        self.worker = worker
+        tick = self._tick_estimate(worker.horizon, worker.num_steps)
+        if tick > TICK_BUDGET:
+            self.get_logger().warning(
+                f"a live tick of horizon {worker.horizon} is estimated at {tick:.2f} s: predictions will fall "
+                "below 2 Hz on this machine; lower horizon"
+            )
         self._pubs = {
             "frames": self.create_lifecycle_publisher(PredictedFrames, "/hma/predicted_frames", 10),
             "preview": self.create_lifecycle_publisher(Image, "/hma/preview", 10),
             "trajectory": self.create_lifecycle_publisher(JointTrajectory, "/hma/predicted_trajectory", 10),
-            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10),
         }
-        log.info(
-            f"configured: robot {robot.robot} (embodiment {robot.embodiment}, {robot.action_dim} action dims "
-            f"at {robot.control_hz:g} Hz), model {self.model_id} on {backend} in {time.perf_counter() - t0:.2f} s"
-        )
-        return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         robot = self.robot
+        self.counters = Counters()
+        self._frame_times, self._last_frame_wall = [], -math.inf
+        self.cutter = StepCutter(
+            robot.action_dim,
+            robot.control_hz,
+            MODEL_HZ,
+            max_action_wait=self._param("max_action_wait"),
+            max_action_wait_cap=MAX_ACTION_WAIT,
+            on_time_jump=self.get_logger().info,
+        )
+        self.worker.activate()
         self._subs = [
+            self.create_subscription(Image, robot.camera.topic, self._on_image, CAMERA_QOS),
             self.create_subscription(
-                Image,
-                robot.camera.topic,
-                self._on_image,
-                CAMERA_QOS,
-                callback_group=self._camera_group,
-            ),
-            self.create_subscription(
-                JointState,
-                robot.action.topic,
-                self._on_action,
-                max(50, math.ceil(ACTION_QUEUE_S * robot.control_hz)),
-                callback_group=self._action_group,
+                JointState, robot.action.topic, self._on_action, max(50, math.ceil(ACTION_QUEUE_S * robot.control_hz))
             ),
         ]
-        # The model runs in its own thread, not in an executor callback: a cut step wakes it at
-        # once (the camera->prediction delay is the model's time), and it also wakes at 2 Hz
-        # for steps a busy tick left. The executor only ever runs short callbacks.
-        self._stop_predicting.clear()
-        self._predictor = threading.Thread(target=self._predict_loop, name="hma_predict", daemon=True)
-        self._predictor.start()
-        self._timers = [self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)]
-        self._service = self.create_service(
-            Rollout, "/hma/rollout", self._on_rollout, callback_group=self._rollout_group
-        )
+        self.state = "active"
         self.get_logger().info(
             f"active: camera {robot.camera.topic}, actions {robot.action.topic}; predicting "
-            f"{self._param('horizon')} steps at {MODEL_HZ:g} Hz; serving /hma/rollout"
+            f"{self.worker.horizon} steps at {MODEL_HZ:g} Hz; serving /hma/rollout"
         )
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
+        self._release_active("the world model was deactivated")
+        self.state = "inactive"
         self.get_logger().info("inactive: inputs, predictions and /hma/rollout stopped")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_configured()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._release_configured()
-        return super().on_shutdown(state)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._release_configured()
+        self.state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
-    def _release_active(self) -> None:
-        if self._predictor is not None:
-            self._stop_predicting.set()
-            self._wake.set()
-            self._predictor.join(timeout=60.0)  # a running prediction finishes first
-            self._predictor = None
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_active("the world model is shutting down")
+        self._release_configured()
+        self.state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_active("the world model hit an error")
+        self._release_configured()
+        self.state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_active(self, reason: str) -> None:
+        """Stop serving first (the worker publishes), then the subscriptions."""
+        if self.worker is not None and not self.worker.deactivate(reason, timeout=5.0):
+            self.get_logger().error("the model worker did not stop within 5 s")
         for sub in self._subs:
             self.destroy_subscription(sub)
-        for timer in self._timers:
-            self.destroy_timer(timer)
-        if self._service is not None:
-            self.destroy_service(self._service)
-        self._subs, self._timers, self._service = [], [], None
+        self._subs = []
+        self.cutter = None
 
     def _release_configured(self) -> None:
+        if self.worker is not None and not self.worker.stop(timeout=5.0):
+            self.get_logger().error("the model worker did not stop within 5 s")
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
-        with self._model_lock:
-            self.runner = None
-        self._assembler = None
+        self.runner = self.worker = self.bounds = self.robot = None
 
-    # -- inputs (subscription callbacks: convert, then a brief lock) ------------------------
-    def _stamp_or_now(self, stamp) -> float:
+    # -- inputs (executor thread: convert, cut, hand over) --------------------------------------
+    def _stamp_or_now(self, stamp: Any) -> float:
         t = stamp_to_sec(stamp)
         return t if t > 0 else self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, msg: Image) -> None:
-        size = self._model_size()
+        cutter, worker = self.cutter, self.worker
+        if cutter is None or worker is None:
+            return
         try:
-            frame = image_to_numpy(msg, size=size)
-        except ConversionError as e:
-            with self._lock:
-                self.counters.frames_refused += 1
+            frame = image_to_numpy(msg, size=self.runner.image_size)
+            steps = cutter.add_frame(frame, self._stamp_or_now(msg.header.stamp))
+        except ValueError as e:  # malformed image, or a stale / non-finite stamp
+            self.counters.frames_refused += 1
             self.get_logger().warning(f"camera frame refused: {e}", throttle_duration_sec=5.0)
             return
         cam = self.robot.camera
         if (msg.width, msg.height) != (cam.width, cam.height) and not self._size_warned:
             self._size_warned = True
+            h, w = self.runner.image_size
             self.get_logger().warning(
                 f"camera publishes {msg.width}x{msg.height}, the robot config says {cam.width}x{cam.height}: "
-                f"frames are centre-cropped and resized to {size[1]}x{size[0]}"
+                f"frames are centre-cropped and resized to {w}x{h}"
             )
-        stamp = self._stamp_or_now(msg.header.stamp)
-        with self._lock:
-            self._detect_time_jump("camera", stamp)
-            try:
-                self._assembler.add_frame(frame, stamp)  # ValueError: stamp behind the last frame
-            except ValueError as e:
-                self.counters.frames_refused += 1
-                self.get_logger().warning(f"camera frame refused: {e}", throttle_duration_sec=5.0)
-                return
-            self._last_frame_stamp = stamp
-            self._last_frame_wall = time.monotonic()
-            self._frame_times.append(self._last_frame_wall)
-            self._cut_steps()
-
-    def _cut_steps(self) -> None:
-        """Under ``_lock``: close every 2 Hz step whose frame and actions have both arrived.
-
-        Steps are cut on the camera's own time base, not on the node's clock, so a recording
-        replayed at any rate (or a sim clock) yields the same 0.5 s steps as the live robot.
-        A step is cut at the first frame half a second after the previous step (a new context
-        starts at the newest frame the actions have reached), once the action stream has
-        reached that frame's time: the camera (best effort) and the actions (reliable, queued)
-        can arrive seconds apart on a loaded machine, and a step cut early would carry stale
-        commands. After ``max_action_wait`` seconds of camera time without actions (a silent
-        command topic) the step is cut holding the last command.
-        """
-        asm = self._assembler
-        while True:
-            last = self._last_used_stamp
-            if last is None:
-                stamp = asm.newest_covered_frame_stamp()
-                stamp = asm.next_frame_stamp() if stamp is None else stamp
-            else:
-                stamp = asm.next_frame_stamp(last + STEP_PERIOD - STEP_TOLERANCE)
-            if stamp is None:
-                return
-            if not asm.actions_cover(stamp):
-                if asm.newest_frame_stamp - stamp < self._param("max_action_wait"):
-                    return  # the next action (or frame) retries
-                self.counters.steps_actions_held += 1
-            step = asm.tick(stamp)
-            if step is None:  # no action history covering the interval yet
-                return
-            if last is not None and stamp > last + 1.5 * STEP_PERIOD:
-                step = Step(step.stamp, step.frame, None)  # a gap in the camera stream: new context
-            self._last_used_stamp = stamp
-            self.counters.steps += 1
-            if len(self._steps) >= MAX_QUEUED_STEPS:  # the model cannot keep up: restart from here
-                self._steps.clear()
-                self.counters.steps_dropped += MAX_QUEUED_STEPS
-                step = Step(step.stamp, step.frame, None)
-            self._steps.append(step)
-            self._wake.set()
+        self._last_frame_wall = time.monotonic()
+        self._frame_times = [*self._frame_times[-49:], self._last_frame_wall]
+        worker.push_steps(steps)
 
     def _on_action(self, msg: JointState) -> None:
+        cutter, worker = self.cutter, self.worker
+        if cutter is None or worker is None:
+            return
         try:
             action = joint_positions(msg, self.robot.action.names)
-            stamp = self._stamp_or_now(msg.header.stamp)
-            with self._lock:
-                self._detect_time_jump("action", stamp)
-                self._assembler.add_action(action, stamp)  # ValueError: stale stamp (counted)
-                self._cut_steps()
-        except ValueError as e:  # ConversionError too
-            with self._lock:
-                self.counters.actions_refused += 1
+            if why := self.bounds.problem(action, "action"):
+                self.counters.actions_out_of_range += 1
+                self._last_refusal = time.monotonic()
+                raise ValueError(why)
+            steps = cutter.add_action(action, self._stamp_or_now(msg.header.stamp))
+        except ValueError as e:  # missing joints, NaN, out of range, stale stamp
+            self.counters.actions_refused += 1
             self.get_logger().warning(f"action refused: {e}", throttle_duration_sec=5.0)
-
-    def _detect_time_jump(self, topic: str, stamp: float) -> None:
-        """Under ``_lock``: a stamp far behind the newest one on the same topic (a looped
-        recording, a restarted sim clock) starts a new context instead of mixing two timelines.
-
-        Each topic is compared with itself: one stream lagging the other is not a jump.
-        """
-        newest = self._newest_stamp.get(topic)
-        if newest is not None and stamp < newest - TIME_JUMP:
-            self.get_logger().info(
-                f"{topic} time jumped back {newest - stamp:.1f} s (recording looped or clock reset): "
-                "starting a new context"
-            )
-            self._assembler.reset()
-            self._last_frame_stamp = self._last_used_stamp = None
-            self._steps.clear()  # the next step carries no action: the runner starts a new context
-            self._newest_stamp.clear()
-            self.time_resets += 1
-        self._newest_stamp[topic] = max(self._newest_stamp.get(topic, stamp), stamp)
-
-    def _model_size(self) -> tuple[int, int]:
-        size = getattr(self.runner, "image_size", None)
-        return tuple(size) if size else (self.robot.camera.height, self.robot.camera.width)
-
-    # -- 2 Hz prediction --------------------------------------------------------------------
-    def _predict_loop(self) -> None:
-        """The prediction thread: a tick whenever a step is cut (or 0.5 s passed), until deactivated."""
-        while not self._stop_predicting.is_set():
-            self._wake.wait(STEP_PERIOD)
-            self._wake.clear()  # a step cut during the tick sets it again: the next tick follows at once
-            if self._stop_predicting.is_set():
-                return
-            try:
-                self._on_tick()
-            except Exception as e:  # noqa: BLE001 - the thread must outlive any one bad tick
-                self.get_logger().error(f"prediction tick failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
-
-    def _on_tick(self) -> None:
-        """Feed the queued steps to the runner, then predict from the newest."""
-        if not self._model_lock.acquire(blocking=False):  # a rollout is running: steps wait
-            with self._lock:
-                self.counters.ticks_model_busy += 1
             return
-        try:
-            with self._lock:
-                self.counters.ticks += 1
-                steps = list(self._steps)
-                self._steps.clear()
-                if not steps:
-                    self.counters.ticks_no_new_step += 1
-            if not steps or self.runner is None:
-                return
-            t0 = time.perf_counter()
-            for step in steps:  # action_before None starts a new context inside the runner
-                self.runner.observe(step.frame, step.action_before, step.stamp)
-            if not self.runner.ready:
-                return
-            horizon = self._param("horizon")
-            if hasattr(self.runner, "num_steps"):
-                self.runner.num_steps = self._param("num_steps")
-            prediction = self.runner.predict(horizon)
-            latency = time.perf_counter() - t0
-        except ValueError as e:
-            with self._lock:
-                self.counters.prediction_errors += 1
-            self.get_logger().warning(f"prediction skipped: {e}", throttle_duration_sec=5.0)
-            return
-        except Exception as e:  # noqa: BLE001 - keep serving; the error is reported, throttled
-            with self._lock:
-                self.counters.prediction_errors += 1
-            self.get_logger().error(f"prediction failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
-            return
-        finally:
-            self._model_lock.release()
-        with self._lock:
-            self.counters.predictions += 1
-            self._latencies.append(latency)
-            self._prediction_times.append(time.monotonic())
-        self._publish_prediction(steps[-1].stamp, steps[-1].frame, prediction, horizon)
+        worker.push_steps(steps)
 
-    def _publish_prediction(self, stamp: float, observed: np.ndarray, prediction: Any, horizon: int) -> None:
-        robot = self.robot
+    # -- live predictions (worker thread) ----------------------------------------------------------
+    def _on_worker_error(self, kind: str, message: str) -> None:
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    def _publish_prediction(self, live: LivePrediction) -> None:
+        robot, prediction, horizon = self.robot, live.prediction, live.horizon
+        stamp, observed = live.step.stamp, live.step.frame
         frames = np.asarray(prediction.frames)
         if frames.ndim != 4 or frames.shape[0] != horizon or frames.dtype != np.uint8:
-            self.get_logger().error(
-                f"runner returned frames {frames.dtype}{frames.shape}, expected uint8 ({horizon}, h, w, 3)",
-                throttle_duration_sec=30.0,
-            )
-            return
+            raise ValueError(f"runner returned frames {frames.dtype}{frames.shape}, not uint8 ({horizon}, h, w, 3)")
         msg = PredictedFrames()
         msg.header.stamp = sec_to_stamp(stamp)
         msg.header.frame_id = robot.camera.frame_id
@@ -473,31 +433,17 @@ class WorldModelNode(LifecycleNode):
             msg.frames = [
                 numpy_to_image(f, "rgb8", t, robot.camera.frame_id) for f, t in zip(frames, future, strict=True)
             ]
-        actions = self._native_actions(prediction.actions, horizon)
         msg.action_dim, msg.actions_per_step = robot.action_dim, robot.stride
         msg.action_period = 1.0 / robot.control_hz
         msg.action_names = list(robot.action.names)
-        if actions is not None:
+        if prediction.actions is not None:
+            actions = np.asarray(prediction.actions, np.float32).reshape(-1, robot.action_dim)
             msg.actions = actions.reshape(-1).tolist()
             self._pubs["trajectory"].publish(self._trajectory(stamp, actions))
         self._pubs["frames"].publish(msg)
         if self._param("publish_preview"):
             strip = np.concatenate([observed, *frames], axis=1)  # (h, (1 + H) w, 3)
             self._pubs["preview"].publish(numpy_to_image(strip, "rgb8", msg.header.stamp, robot.camera.frame_id))
-
-    def _native_actions(self, actions: Any, horizon: int) -> np.ndarray | None:
-        """Model actions (H, stride * action_dim) -> native-rate rows (H * stride, action_dim)."""
-        if actions is None:
-            return None
-        a = np.asarray(actions, np.float32)
-        if a.size != horizon * self.robot.stride * self.robot.action_dim:
-            self.get_logger().warning(
-                f"runner returned actions of shape {a.shape}, expected ({horizon}, "
-                f"{self.robot.stride * self.robot.action_dim}); not published",
-                throttle_duration_sec=30.0,
-            )
-            return None
-        return a.reshape(-1, self.robot.action_dim)
 
     def _trajectory(self, stamp: float, actions: np.ndarray) -> JointTrajectory:
         traj = JointTrajectory()
@@ -511,202 +457,181 @@ class WorldModelNode(LifecycleNode):
             )
         return traj
 
-    # -- /hma/rollout -------------------------------------------------------------------------
-    def _on_rollout(self, request: Rollout.Request, response: Rollout.Response) -> Rollout.Response:
+    # -- /hma/rollout (a coroutine on the executor: it awaits the worker) ---------------------------
+    async def _on_rollout(self, request: Rollout.Request, response: Rollout.Response) -> Rollout.Response:
         t0 = time.perf_counter()
+        robot, worker, runner = self.robot, self.worker, self.runner
+        if self.state != "active" or worker is None:
+            return self._refuse(response, f"the world model is {self.state}, not active")
         try:
-            args, context_stamp = self._validate_rollout(request)
-        except ValueError as e:
+            req = parse_rollout_request(
+                request,
+                robot_name=robot.robot,
+                action_dim=robot.action_dim,
+                stride=robot.stride,
+                control_hz=robot.control_hz,
+                limits=RolloutLimits(
+                    self._param("max_candidates"), self._param("max_rollout_horizon"), self._param("num_steps")
+                ),
+                image_size=runner.image_size,
+                bounds=self.bounds,
+            )
+            job = worker.submit(req)
+        except ValueError as e:  # RolloutRefusedError too
             return self._refuse(response, str(e))
-        if not self._model_lock.acquire(timeout=self._param("rollout_wait")):
-            return self._refuse(response, "model busy: a prediction did not finish within rollout_wait")
+        self.pending_rollouts += 1
         try:
-            if self.runner is None:
-                return self._refuse(response, "node is not configured")
-            if args["context"] is None and not self.runner.ready:
-                return self._refuse(response, "not enough live context yet (waiting for camera and actions)")
-            t1 = time.perf_counter()
-            result = self.runner.rollout(**args)
-            inference = time.perf_counter() - t1
-        except ValueError as e:
-            return self._refuse(response, f"runner refused the request: {e}")
-        except Exception as e:  # noqa: BLE001 - report, keep serving
-            self.get_logger().error(f"rollout failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
-            return self._refuse(response, f"rollout failed: {type(e).__name__}: {e}")
+            answered = RosFuture()
+            executor = self.executor
+
+            def wake(_: Any) -> None:  # worker thread
+                answered.set_result(None)
+                if executor is not None:
+                    executor.wake()
+
+            job.add_done_callback(wake)
+            await answered
+            try:
+                answer = job.result()
+            except RolloutRefusedError as e:
+                return self._refuse(response, str(e))
         finally:
-            self._model_lock.release()
-        robot = self.robot
-        n, h = args["candidate_actions"].shape[:2]
-        if context_stamp is None:
-            with self._lock:
-                context_stamp = self._last_used_stamp or 0.0
+            self.pending_rollouts -= 1
+        result, n, h = answer.result, req.num_candidates, req.horizon
+        context_stamp = answer.context_stamp
         response.success = True
         response.num_candidates, response.horizon = n, h
         response.action_dim, response.actions_per_step = robot.action_dim, robot.stride
         response.context_stamp = sec_to_stamp(context_stamp)
-        if request.return_frames and result.frames is not None:
-            frames = np.asarray(result.frames)  # (N, H, h, w, 3)
+        if req.return_frames and result.frames is not None:
             stamps = [sec_to_stamp(context_stamp + (i + 1) * STEP_PERIOD) for i in range(h)]
+            frame_id = robot.camera.frame_id
             response.frames = [
-                numpy_to_image(frames[c, i], "rgb8", stamps[i], robot.camera.frame_id)
-                for c in range(n)
-                for i in range(h)
+                numpy_to_image(result.frames[c, i], "rgb8", stamps[i], frame_id) for c in range(n) for i in range(h)
             ]
         if result.actions is not None:
             response.predicted_actions = np.asarray(result.actions, np.float32).reshape(-1).tolist()
-        if getattr(result, "costs", None) is not None and args["goal"] is not None:
+        if result.costs is not None and req.goal is not None:
             response.costs = np.asarray(result.costs, np.float32).reshape(-1).tolist()
-        response.inference_time = inference
+        response.inference_time = answer.model_seconds
         response.total_time = time.perf_counter() - t0
-        with self._lock:
-            self.counters.rollouts += 1
+        self.counters.rollouts += 1
         return response
 
-    def _validate_rollout(self, req: Rollout.Request) -> tuple[dict[str, Any], float | None]:
-        """Request -> (runner.rollout kwargs, stamp of the request's newest context frame or None
-        for the live context); ValueError says what is wrong."""
-        if self.robot is None:
-            raise ValueError("node is not configured")
-        robot = self.robot
-        n, h, a, s = req.num_candidates, req.horizon, req.action_dim, req.actions_per_step or robot.stride
-        max_n, max_h = self._param("max_candidates"), self._param("max_rollout_horizon")
-        if not 1 <= n <= max_n:
-            raise ValueError(f"num_candidates={n} must be in [1, {max_n}] (parameter max_candidates)")
-        if not 1 <= h <= max_h:
-            raise ValueError(f"horizon={h} must be in [1, {max_h}] (parameter max_rollout_horizon)")
-        if a != robot.action_dim:
-            raise ValueError(f"action_dim={a}, but robot {robot.robot} has {robot.action_dim} ({robot.action.names})")
-        if s != robot.stride:
-            raise ValueError(
-                f"actions_per_step={s}, but {robot.robot} runs at {robot.control_hz:g} Hz: "
-                f"{robot.stride} native actions per 2 Hz step"
-            )
-        cand = np.asarray(req.candidate_actions, np.float32)
-        if cand.size != n * h * s * a:
-            raise ValueError(
-                f"candidate_actions has {cand.size} values, expected num_candidates*horizon*actions_per_step*"
-                f"action_dim = {n}*{h}*{s}*{a} = {n * h * s * a}"
-            )
-        if not np.isfinite(cand).all():
-            raise ValueError("candidate_actions contains NaN or inf")
-        num_steps = req.num_steps or self._param("num_steps")
-        if num_steps > 64:
-            raise ValueError(f"num_steps={num_steps} is above 64")
-        size = self._model_size()
-        context, context_stamp = None, None
-        if req.context_frames:
-            t = len(req.context_frames)
-            frames = []
-            for i, img in enumerate(req.context_frames):
-                try:
-                    frames.append(image_to_numpy(img, size=size))
-                except ConversionError as e:
-                    raise ValueError(f"context_frames[{i}]: {e}") from e
-            ctx_actions = np.asarray(req.context_actions, np.float32)
-            if ctx_actions.size != t * s * a:
-                raise ValueError(
-                    f"context_actions has {ctx_actions.size} values, expected len(context_frames)*"
-                    f"actions_per_step*action_dim = {t}*{s}*{a} = {t * s * a}"
-                )
-            if not np.isfinite(ctx_actions).all():
-                raise ValueError("context_actions contains NaN or inf")
-            context = (np.stack(frames), ctx_actions.reshape(t, s * a))
-            context_stamp = stamp_to_sec(req.context_frames[-1].header.stamp)
-        elif req.context_actions:
-            raise ValueError("context_actions given without context_frames")
-        goal = None
-        if len(req.goal.data):
-            try:
-                goal = image_to_numpy(req.goal, size=size)
-            except ConversionError as e:
-                raise ValueError(f"goal: {e}") from e
-        kwargs = {
-            "candidate_actions": cand.reshape(n, h, s * a),
-            "context": context,
-            "goal": goal,
-            "num_steps": int(num_steps),
-            "seed": int(req.seed) if req.seed >= 0 else None,
-            "return_frames": bool(req.return_frames),
-        }
-        return kwargs, context_stamp
-
     def _refuse(self, response: Rollout.Response, why: str) -> Rollout.Response:
-        with self._lock:
-            self.counters.rollouts_refused += 1
+        self.counters.rollouts_refused += 1
         self.get_logger().warning(f"rollout refused: {why}", throttle_duration_sec=1.0)
         response.success, response.message = False, why
         return response
 
     # -- /diagnostics -------------------------------------------------------------------------
     def diagnostics(self) -> DiagnosticStatus:
-        with self._lock:
-            c = Counters(**vars(self.counters))
-            stats = vars(self._assembler.stats).copy() if self._assembler else {}
-            fill = self._assembler.action_fill if self._assembler else 0.0
-            lat = list(self._latencies)
-            times = list(self._prediction_times)
-            camera_times = list(self._frame_times)
-            frame_age = time.monotonic() - self._last_frame_wall if self._last_frame_stamp is not None else None
-
-        def rate(ts: list[float]) -> float:
-            return (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
-
         status = DiagnosticStatus(name="hma_ros: world_model", hardware_id=self.model_id)
-        ready = bool(getattr(self.runner, "ready", False))
-        if frame_age is None or frame_age > self._param("max_frame_age"):
+        now = time.monotonic()
+        worker, cutter = self.worker, self.cutter
+        w = worker.snapshot() if worker is not None else {}
+        frame_age = now - self._last_frame_wall if self._last_frame_wall > -math.inf else None
+        ready = bool(self.runner is not None and self.runner.ready)
+        if self.state == "unconfigured":
+            status.level = DiagnosticStatus.ERROR if self.config_error else DiagnosticStatus.WARN
+            status.message = f"unconfigured: {self.config_error}" if self.config_error else "unconfigured"
+        elif self.state != "active":
+            status.level, status.message = DiagnosticStatus.WARN, self.state
+        elif frame_age is None or frame_age > self._param("max_frame_age"):
             status.level, status.message = DiagnosticStatus.WARN, "no camera frames"
-        elif c.prediction_errors and c.predictions == 0:
+        elif w.get("predictions_invalid") and self._recent_invalid(w):
+            status.level, status.message = DiagnosticStatus.ERROR, "model output not finite: predictions discarded"
+        elif w.get("prediction_errors") and not w.get("predictions"):
             status.level, status.message = DiagnosticStatus.ERROR, "predictions failing"
+        elif now - self._last_refusal < RECENT:
+            status.level, status.message = DiagnosticStatus.WARN, "actions out of range refused"
         elif not ready:
             status.level, status.message = DiagnosticStatus.WARN, "collecting context"
         else:
             status.level, status.message = DiagnosticStatus.OK, "predicting"
+        times = self._frame_times
+        camera_rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+        def ms(seconds: float | None) -> str:
+            return f"{seconds * 1e3:.1f}" if seconds is not None else ""
+
         values = {
-            "robot": self.robot.robot if self.robot else "",
+            "state": self.state,
+            "robot": self.robot.robot if self.robot else self._param("robot"),
+            "image_size": "x".join(map(str, self.runner.image_size[::-1])) if self.runner else "",
+            "diagnostics_period": self._param("diagnostics_period"),
             "context_ready": ready,
-            "prediction_rate_hz": f"{rate(times):.2f}",
-            "camera_rate_hz": f"{rate(camera_times):.2f}",
-            "latency_last_ms": f"{lat[-1] * 1e3:.1f}" if lat else "",
-            "latency_mean_ms": f"{np.mean(lat) * 1e3:.1f}" if lat else "",
-            "latency_max_ms": f"{np.max(lat) * 1e3:.1f}" if lat else "",
+            "prediction_rate_hz": f"{w.get('prediction_rate_hz', 0.0):.2f}",
+            "camera_rate_hz": f"{camera_rate:.2f}",
+            "latency_last_ms": ms(w.get("tick_last_s")),
+            "latency_mean_ms": ms(w.get("tick_mean_s")),
+            "latency_max_ms": ms(w.get("tick_max_s")),
             "camera_frame_age_s": f"{frame_age:.2f}" if frame_age is not None else "",
-            "action_buffer_fill": f"{fill:.2f}",
-            "context_resets": self.time_resets,
-            **{k: v for k, v in stats.items()},
-            **vars(c),
+            "pending_rollouts": self.pending_rollouts,
+            **(vars(cutter.assembler.stats) if cutter else {}),
+            **(vars(cutter.stats) if cutter else {}),
+            **{k: v for k, v in w.items() if not k.startswith(("tick_", "prediction_rate"))},
+            **vars(self.counters),
         }
+        if self.config_error:
+            values["config_error"] = self.config_error
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return status
+
+    def _recent_invalid(self, w: dict[str, Any]) -> bool:
+        """True within RECENT s of the worker discarding a non-finite prediction."""
+        count, _ = self._invalid_seen
+        if w["predictions_invalid"] != count:
+            self._invalid_seen = (w["predictions_invalid"], time.monotonic())
+        return time.monotonic() - self._invalid_seen[1] < RECENT
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray(status=[self.diagnostics()])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._pubs["diagnostics"].publish(msg)
+        self._diagnostics.publish(msg)
+
+    # -- process life ---------------------------------------------------------------------------------
+    def autostart(self) -> bool:
+        """configure + activate, as a lifecycle manager would; a failure leaves the node up."""
+        ok = TransitionCallbackReturn.SUCCESS
+        return self.trigger_configure() == ok and self.trigger_activate() == ok
+
+    def stop(self) -> None:
+        """The shutdown transition from whatever state the node is in (worker stopped first)."""
+        if self.state not in ("finalized",):
+            self.trigger_shutdown()
+
+
+class ConfigureError(RuntimeError):
+    """Why configure failed, in one line for the log and /diagnostics."""
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    signals = spin.StopSignals().install()
+    spin.init(args)
     node = WorldModelNode()
-    executor = MultiThreadedExecutor(num_threads=8)  # headroom: a saturated pool makes rclpy resubmit tasks in a loop
-    executor.add_node(node)
-    code = 0
     try:
-        if node.get_parameter("autostart").value:
-            ok = TransitionCallbackReturn.SUCCESS
-            code = 0 if node.trigger_configure() == ok and node.trigger_activate() == ok else 1
-        if code == 0:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # On SIGINT rclpy shuts the context down and runs the shutdown transition itself.
-        if rclpy.ok():
-            node.trigger_shutdown()
-        executor.shutdown()
+        spinner = spin.ExecutorThread(node, kind=node.get_parameter("executor").value).start()
+    except ValueError as e:
+        node.get_logger().error(str(e))
         node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+        spin.shutdown()
+        return 1
+    try:
+        if node.get_parameter("autostart").value and not signals:
+            node.autostart()  # a failure is logged and on /diagnostics; the node stays up
+        spin.wait_until(lambda: bool(signals) or not spinner.alive())
+        node.stop()
+        # Refused rollouts (the worker stopped) still get their answer before the executor goes.
+        spin.wait_until(lambda: node.pending_rollouts == 0, timeout=0.5, period=0.01)
+    finally:
+        spinner.stop()
+        node.destroy_node()
+        spin.shutdown()
+    if spinner.error is not None:
+        rclpy.logging.get_logger("world_model").error(f"the executor failed: {spinner.error!r}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
