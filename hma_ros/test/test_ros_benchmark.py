@@ -1,5 +1,6 @@
-"""The ROS benchmark's --quick path: world_model in its own process, driven over DDS from this one.
-Checks that it runs and writes plausible JSON, not how fast anything is (STYLE.md 16)."""
+"""The ROS benchmark's --quick path: world_model in its own process, driven over DDS from this one
+(live stream, concurrent rollout clients, throughput). Checks that it runs and writes plausible
+JSON, not how fast anything is (STYLE.md 16)."""
 
 import json
 
@@ -21,13 +22,19 @@ def test_quick_benchmark_writes_json(tmp_path, tiny_franka_checkpoint):
     code = benchmark.main(["--quick", "--checkpoint", str(tiny_franka_checkpoint), "--out", str(out)])
     result = json.loads(out.read_text())
     assert code == 0, result
-    stream = result["stream"]
-    assert stream["predictions"] >= 1
-    assert stream["camera_messages"] >= 20  # 3 s of a 10 Hz camera
-    lat = stream["camera_to_prediction_ms"]
+    live = result["live"]
+    assert live["predictions"] >= 1
+    lat = live["camera_to_prediction_ms"]
     assert 0 < lat["median"] <= lat["p99"] <= lat["max"] < 10_000  # one clock, two processes
-    assert [r["candidates"] for r in result["rollout"]] == [1, 8]
-    for r in result["rollout"]:
+    assert live["node_cpu_percent"] > 0
+    loaded = result["loaded"]
+    assert loaded["clients"] == 2
+    assert loaded["answers"] >= 2
+    assert loaded["failures"] == 0, loaded["failure_messages"]
+    assert set(result["met"]) == {"live_rate", "live_p50", "live_p99", "loaded_rate", "rollout_answers"}
+    assert result["node_exit"]["code"] == 0
+    assert [r["candidates"] for r in result["throughput"]] == [1, 8]
+    for r in result["throughput"]:
         assert r["calls"] == 1
         assert r["frames_returned"] == r["candidates"] * r["horizon"]
         assert 0 < r["model_s"] <= r["round_trip_s"]

@@ -1,15 +1,20 @@
 """Benchmark the world model node over real DDS: the node in its own process, this one drives it.
 
-1. Streams the bundled recording's camera and command messages (restamped with the wall clock,
-   at the recorded rates) for ``--seconds`` and measures, for every published prediction, the
-   delay from the camera message it was predicted from to its arrival here (both processes
-   read the same clock), and the achieved prediction rate.
-2. Stops the stream (the live context stays) and calls /hma/rollout with N candidates of
-   horizon ``--horizon`` for each N in ``--candidates``: round trip here, model time in the
-   node, throughput in predicted frames (candidates x horizon) per second.
+Three phases, each printed as a table row and written to JSON with the bars of issue #13:
 
-Prints a table and writes JSON. Without ROS_DOMAIN_ID set it picks a random domain, so a
-benchmark never talks to (or is slowed by) another graph on this machine.
+1. **live**: the bundled recording's camera (10 Hz) and command (20 Hz) messages, restamped with
+   the wall clock, plus 100 Hz /joint_states, for ``--seconds``: the delay from each camera
+   message a prediction was made from to that prediction's arrival here (both processes read
+   one clock), the prediction rate, and the node's CPU use (from /proc). Bars: 2 Hz held,
+   p50 <= 100 ms, p99 <= 250 ms.
+2. **live + rollouts**: the same stream while ``--clients`` clients each loop /hma/rollout
+   (N candidates, horizon H) as fast as answers come. Bars: every answer within 2 s, live
+   predictions >= 1.9 Hz.
+3. **throughput**: the stream stopped (the live context stays), /hma/rollout for each N in
+   ``--candidates``: round trip, model time, predicted frames per second.
+
+Without ROS_DOMAIN_ID set it picks a random domain, so a benchmark never talks to (or is slowed
+by) another graph on this machine.
 
     python -m hma_ros.nodes.benchmark --robot franka --out out/benchmark_ros.json
     python -m hma_ros.nodes.benchmark --quick --checkpoint DIR --out /tmp/bench.json   # smoke test
@@ -23,187 +28,101 @@ import logging
 import os
 import platform
 import random
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.serialization import deserialize_message
 
-from hma_ros.data.rosbag import iter_raw
-from hma_ros.nodes.bag_replay import DEFAULT_BAG, BagReplay, message_class
-from hma_ros.nodes.convert import sec_to_stamp, stamp_to_sec
+from hma_ros.nodes import spin
+from hma_ros.nodes.bag_replay import DEFAULT_BAG
+from hma_ros.nodes.client import WorldModelClient
 from hma_ros.nodes.demo import DemoError, percentiles_ms, rate_hz, resolve_checkpoint, setup_logging
+from hma_ros.nodes.feed import Feeder, Recording, RolloutLoad, rollout_request
+from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.robot_config import RobotConfig, load_robot_config
-from hma_ros_interfaces.msg import PredictedFrames
 from hma_ros_interfaces.srv import Rollout
 
 log = logging.getLogger("hma_ros.demo")  # the demo's stdout/stderr handlers
 
-
-def load_recording(bag: str, robot: RobotConfig) -> list[tuple[float, str, Any]]:
-    """(offset s, topic, message) of the robot's camera and action topics, in recorded order."""
-    path = BagReplay._resolve(bag)
-    topics = [robot.camera.topic, robot.action.topic]
-    out, first = [], None
-    for raw in iter_raw(path, topics):
-        first = raw.log_time_ns if first is None else first
-        out.append(
-            ((raw.log_time_ns - first) * 1e-9, raw.topic, deserialize_message(raw.cdr, message_class(raw.msgtype)))
-        )
-    if not any(t == robot.camera.topic for _, t, _ in out):
-        raise DemoError(f"{path} has no {robot.camera.topic} messages")
-    return out
+#: Issue #13's bars.
+BARS = {
+    "live_rate_hz_min": 1.95,
+    "live_p50_ms_max": 100.0,
+    "live_p99_ms_max": 250.0,
+    "loaded_rate_hz_min": 1.9,
+    "rollout_answer_s_max": 2.0,
+}
 
 
-class Driver:
-    """Publishes the recording restamped to now, records predictions and serves rollout calls."""
-
-    def __init__(self, robot: RobotConfig, recording: list[tuple[float, str, Any]]) -> None:
-        self.node = rclpy.create_node("hma_benchmark")
-        self.recording = recording
-        self.pubs = {
-            robot.camera.topic: self.node.create_publisher(
-                type(self._first(robot.camera.topic)), robot.camera.topic, 10
-            ),
-            robot.action.topic: self.node.create_publisher(
-                type(self._first(robot.action.topic)), robot.action.topic, 50
-            ),
-        }
-        self.predictions: list[tuple[float, float]] = []  # (arrival, camera stamp), wall clock
-        self.diagnostics: list[DiagnosticArray] = []
-        self.camera_sent = 0
-        self.node.create_subscription(
-            PredictedFrames,
-            "/hma/predicted_frames",
-            self._on_prediction,
-            50,
-            callback_group=MutuallyExclusiveCallbackGroup(),  # one group each: see world_model
-        )
-        self.node.create_subscription(
-            DiagnosticArray,
-            "/diagnostics",
-            self.diagnostics.append,
-            10,
-            callback_group=MutuallyExclusiveCallbackGroup(),
-        )
-        self.client = self.node.create_client(Rollout, "/hma/rollout")
-        self.camera_topic = robot.camera.topic
-        self._stop = threading.Event()
-
-    def _first(self, topic: str) -> Any:
-        return next(m for _, t, m in self.recording if t == topic)
-
-    def _on_prediction(self, msg: PredictedFrames) -> None:
-        self.predictions.append((time.time(), stamp_to_sec(msg.header.stamp)))
-
-    def stream(self, seconds: float) -> None:
-        """Publish the recording (looped) at its own pace for ``seconds``; stamps = wall clock."""
-        t0 = time.monotonic()
-        period = self.recording[-1][0] + 0.1
-        loop = 0
-        while not self._stop.is_set():
-            for offset, topic, msg in self.recording:
-                at = t0 + loop * period + offset
-                if at - t0 >= seconds:
-                    return
-                delay = at - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    return
-                msg.header.stamp = sec_to_stamp(time.time())
-                self.pubs[topic].publish(msg)
-                self.camera_sent += topic == self.camera_topic
-            loop += 1
-
-    def call(self, request: Rollout.Request, timeout: float) -> tuple[Rollout.Response | None, float]:
-        t0 = time.perf_counter()
-        future = self.client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        return (future.result() if future.done() else None), time.perf_counter() - t0
-
-
-def start_world_model(robot: str, checkpoint: Path, args: argparse.Namespace, logfile) -> subprocess.Popen:
-    params = {
-        "robot": robot,
-        "checkpoint": checkpoint,
-        "backend": args.backend,
-        "autostart": "true",
-        "horizon": args.live_horizon,
-        "max_candidates": max(args.candidates),
-        "max_rollout_horizon": max(16, args.horizon),
-        "rollout_wait": 60.0,
-    }
-    cmd = [sys.executable, "-m", "hma_ros.nodes.world_model", "--ros-args"]
-    cmd += [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
-    # PYTHONSAFEPATH: a cwd holding the ament folder hma_ros/ must not shadow the Python package.
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    return subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def measure_stream(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
-    t_start = time.time()
-    driver.stream(args.seconds)
-    time.sleep(1.0)  # predictions of the last steps arrive
-    kept = [(arrival, stamp) for arrival, stamp in driver.predictions if stamp >= t_start + args.warmup]
-    diag = {kv.key: kv.value for kv in driver.diagnostics[-1].status[0].values} if driver.diagnostics else {}
+def live_stats(client: WorldModelClient, since: float, warmup: float) -> dict[str, Any]:
+    kept = [(arrival, stamp) for arrival, stamp in client.predictions_since(since) if stamp >= since + warmup]
     return {
-        "seconds": args.seconds,
-        "warmup_s": args.warmup,
-        "live_horizon": args.live_horizon,
-        "camera_messages": driver.camera_sent,
-        "camera_to_prediction_ms": percentiles_ms([arrival - stamp for arrival, stamp in kept]),
-        "prediction_rate_hz": round(rate_hz([a for a, _ in kept]), 3),
         "predictions": len(kept),
-        "node": {
-            k: diag.get(k)
-            for k in (
-                "latency_mean_ms",
-                "latency_max_ms",
-                "frames_in",
-                "steps",
-                "steps_dropped",
-                "ticks_model_busy",
-                "prediction_errors",
-                "camera_rate_hz",
-            )
-        },
+        "prediction_rate_hz": round(rate_hz([a for a, _ in kept]), 3),
+        "camera_to_prediction_ms": percentiles_ms([arrival - stamp for arrival, stamp in kept]),
     }
 
 
-def measure_rollouts(driver: Driver, robot: RobotConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure_live(client: WorldModelClient, world: NodeProcess, seconds: float, warmup: float) -> dict[str, Any]:
+    since, cpu0 = time.time(), world.cpu_seconds()
+    time.sleep(seconds)
+    cpu = world.cpu_seconds() - cpu0
+    diag = client.fresh_diagnostics()
+    return {
+        "seconds": seconds,
+        **live_stats(client, since, warmup),
+        "node_cpu_percent": round(100 * cpu / seconds, 1),
+        "node_rss_mb": round(world.rss_mb() or 0.0, 1),
+        "node_tick_mean_ms": _float(diag.get("latency_mean_ms")),
+        "node_tick_max_ms": _float(diag.get("latency_max_ms")),
+        "steps_dropped": int(diag.get("steps_dropped", 0)),
+        "frames_refused": int(diag.get("frames_refused", 0)),
+    }
+
+
+def measure_loaded(
+    client: WorldModelClient, world: NodeProcess, robot: RobotConfig, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Live stream + ``args.clients`` clients each looping a rollout."""
+
+    def request(rng: np.random.Generator) -> Rollout.Request:
+        n, h = args.client_candidates, args.client_horizon
+        return rollout_request(robot, args.base, n, h, rng, return_frames=not args.no_frames)
+
+    load = RolloutLoad(client, args.clients, request)
+    since, cpu0 = time.time(), world.cpu_seconds()
+    load.start()
+    time.sleep(args.seconds)
+    load.stop()
+    cpu = world.cpu_seconds() - cpu0
+    seconds = time.time() - since
+    diag = client.fresh_diagnostics()
+    summary = load.summary()
+    return {
+        "seconds": round(seconds, 2),
+        "clients": args.clients,
+        "candidates": args.client_candidates,
+        "horizon": args.client_horizon,
+        "return_frames": not args.no_frames,
+        **summary,
+        "answer_s_all": sorted(round(t, 3) for t, ok, _ in load.answers if ok),
+        "frames_per_s": round(summary["answers"] * args.client_candidates * args.client_horizon / seconds, 1),
+        **live_stats(client, since, 0.0),
+        "node_cpu_percent": round(100 * cpu / seconds, 1),
+        "rollout_jobs": int(diag.get("rollout_jobs", 0)),
+        "rollout_jobs_shared": int(diag.get("rollout_jobs_shared", 0)),
+    }
+
+
+def measure_throughput(client: WorldModelClient, robot: RobotConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     rows = []
     for n in args.candidates:
-        acts = rng.normal(0, 0.05, (n, args.horizon, robot.stride, robot.action_dim)).astype(np.float32)
-        request = Rollout.Request(
-            num_candidates=n, horizon=args.horizon, action_dim=robot.action_dim, seed=0, return_frames=True
-        )
-        request.candidate_actions = acts.reshape(-1).tolist()
+        request = rollout_request(robot, args.base, n, args.horizon, rng, seed=0)
         trips, model, frames, error = [], [], 0, ""
         for rep in range(args.repeats + (0 if args.quick else 1)):  # the first call warms up (not timed)
-            resp, trip = driver.call(request, timeout=args.timeout)
+            resp, trip = client.call(request, timeout=args.timeout)
             if resp is None or not resp.success:
                 error = "no answer within --timeout" if resp is None else resp.message
                 break
@@ -224,23 +143,54 @@ def measure_rollouts(driver: Driver, robot: RobotConfig, args: argparse.Namespac
         else:
             row["error"] = error
         rows.append(row)
-        log.info(f"benchmark: rollout N={n}: " + (f"{row['round_trip_s']:.3f} s" if trips else f"FAILED: {error}"))
     return rows
 
 
+def judge(result: dict[str, Any]) -> dict[str, bool]:
+    live, loaded = result["live"], result.get("loaded")
+    lat = live["camera_to_prediction_ms"]
+    verdict = {
+        "live_rate": live["prediction_rate_hz"] >= BARS["live_rate_hz_min"],
+        "live_p50": lat["median"] is not None and lat["median"] <= BARS["live_p50_ms_max"],
+        "live_p99": lat["p99"] is not None and lat["p99"] <= BARS["live_p99_ms_max"],
+    }
+    if loaded:
+        worst = loaded["answer_s"]["max"]
+        verdict |= {
+            "loaded_rate": loaded["prediction_rate_hz"] >= BARS["loaded_rate_hz_min"],
+            "rollout_answers": loaded["failures"] == 0 and worst is not None and worst <= BARS["rollout_answer_s_max"],
+        }
+    return {k: bool(v) for k, v in verdict.items()}
+
+
 def print_table(result: dict[str, Any]) -> None:
-    s = result["stream"]
-    lat = s["camera_to_prediction_ms"]
+    live, loaded, met = result["live"], result.get("loaded"), result["met"]
+    lat = live["camera_to_prediction_ms"]
+
+    def mark(key: str) -> str:
+        return "ok" if met.get(key) else "MISSED"
+
     lines = [
         f"world model node: {result['model']['model_id']} on {result['model']['backend']}, "
         f"{result['host']['cpus']} CPUs, separate process over DDS (domain {result['host']['ros_domain_id']})",
-        f"camera -> prediction ({s['live_horizon']} steps, n={lat['n']}): median {lat['median']} ms, "
-        f"p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms",
-        f"predictions: {s['prediction_rate_hz']:.2f} Hz (target 2), node tick mean {s['node']['latency_mean_ms']} ms, "
-        f"steps dropped {s['node']['steps_dropped']}",
-        f"{'rollout N':>10} {'horizon':>8} {'round trip s':>13} {'model s':>9} {'frames/s':>9} {'model frames/s':>15}",
+        f"{'phase':<16} {'pred Hz':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'node CPU':>9}  bars",
+        f"{'live':<16} {live['prediction_rate_hz']:>8.2f} {lat['median']!s:>7} {lat['p99']!s:>7} {lat['max']!s:>7} "
+        f"{live['node_cpu_percent']:>8.1f}%  rate {mark('live_rate')}, p50 {mark('live_p50')}, p99 {mark('live_p99')}",
     ]
-    for r in result["rollout"]:
+    if loaded:
+        llat, ans = loaded["camera_to_prediction_ms"], loaded["answer_s"]
+        lines += [
+            f"{'live + rollouts':<16} {loaded['prediction_rate_hz']:>8.2f} {llat['median']!s:>7} {llat['p99']!s:>7} "
+            f"{llat['max']!s:>7} {loaded['node_cpu_percent']:>8.1f}%  rate {mark('loaded_rate')}",
+            f"  {loaded['clients']} clients x N={loaded['candidates']} H={loaded['horizon']}: {loaded['answers']} "
+            f"answers, {loaded['failures']} failed; answer s median {ans['median']}, p99 {ans['p99']}, max "
+            f"{ans['max']} ({mark('rollout_answers')}); {loaded['rollout_jobs_shared']} of {loaded['rollout_jobs']} "
+            "model jobs shared by several requests",
+        ]
+    lines.append(
+        f"{'rollout N':>10} {'horizon':>8} {'round trip s':>13} {'model s':>9} {'frames/s':>9} {'model frames/s':>15}"
+    )
+    for r in result["throughput"]:
         if "error" in r:
             lines.append(f"{r['candidates']:>10} {r['horizon']:>8}  failed: {r['error']}")
         else:
@@ -252,24 +202,40 @@ def print_table(result: dict[str, Any]) -> None:
         log.info(line)
 
 
-def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recording: list, logfile) -> int:
+def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recording: Recording, signals: Any) -> int:
     """Start the node, measure, write the JSON; the exit code."""
-    executor = MultiThreadedExecutor(num_threads=4)
-    driver = Driver(robot, recording)
-    executor.add_node(driver.node)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    t0 = time.perf_counter()
-    proc = start_world_model(args.robot, checkpoint, args, logfile)
-    log.info(f"benchmark: started world_model (pid {proc.pid}) on {checkpoint}; waiting for it")
+    client = WorldModelClient("hma_benchmark")
+    feeder = Feeder(client.node, recording, camera_hz=10.0, joint_hz=args.joint_hz)
+    spinner = spin.ExecutorThread(client.node).start()
+    params = {
+        "robot": args.robot,
+        "checkpoint": checkpoint,
+        "backend": args.backend,
+        "autostart": True,
+        "horizon": args.live_horizon,
+        "max_candidates": max([*args.candidates, args.client_candidates]),
+        "max_rollout_horizon": max(16, args.horizon),
+        "max_rollout_time": 120.0,
+        **dict(kv.split(":=", 1) for kv in args.node_param),
+    }
+    world = NodeProcess("world_model", params, log=args.out.with_suffix(".world_model.log"))
+    log.info(f"benchmark: started world_model (pid {world.pid}) on {checkpoint}; waiting for it")
     code = 1
     try:
-        while not driver.diagnostics and proc.poll() is None and time.perf_counter() - t0 < 300:
-            time.sleep(0.05)
-        if not driver.diagnostics or not driver.client.wait_for_service(timeout_sec=10.0):
+        states = ("active", "unconfigured")
+        if not client.wait_for_diagnostics(lambda d: d.get("state") in states, timeout=300.0):
             raise DemoError("the world model did not come up")
-        log.info(f"benchmark: node up after {time.perf_counter() - t0:.1f} s; streaming for {args.seconds:g} s")
-        stream = measure_stream(driver, args)
-        rollouts = measure_rollouts(driver, robot, args)
+        if client.diagnostics()[0].get("state") != "active":
+            raise DemoError(f"the world model did not configure: {client.diagnostics()[1]}")
+        if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
+            raise DemoError("the world model does not subscribe to the robot's topics")
+        feeder.start()
+        log.info(f"benchmark: node up; streaming, {args.seconds:g} s per phase")
+        live = measure_live(client, world, args.seconds, args.warmup)
+        loaded = measure_loaded(client, world, robot, args) if args.clients and not signals else None
+        feeder.stop()
+        time.sleep(1.0)
+        throughput = measure_throughput(client, robot, args)
         result = {
             "robot": args.robot,
             "model": {"checkpoint": str(checkpoint), "model_id": checkpoint.name, "backend": args.backend},
@@ -280,24 +246,41 @@ def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recordin
                 "rmw": os.environ.get("RMW_IMPLEMENTATION", "default (Fast DDS)"),
             },
             "quick": args.quick,
-            "stream": stream,
-            "rollout": rollouts,
+            "inputs": feeder.rates,
+            "live_horizon": args.live_horizon,
+            "live": live,
+            "loaded": loaded,
+            "throughput": throughput,
+            "bars": BARS,
         }
+        result["met"] = judge(result)
+        exit_code, exit_s = world.stop()
+        result["node_exit"] = {"code": exit_code, "seconds": round(exit_s, 3)}
         print_table(result)
+        log.info(f"benchmark: world_model exited {exit_code} in {exit_s:.2f} s after SIGINT")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         log.info(f"benchmark: wrote {args.out}")
-        code = 0 if stream["predictions"] and all("error" not in r for r in rollouts) else 1
+        ok_rollouts = all("error" not in r for r in throughput)
+        code = 0 if live["predictions"] and ok_rollouts and exit_code == 0 else 1
     except DemoError as e:
         log.error(f"benchmark: error: {e}")
     finally:
-        rc = stop_process(proc)
-        executor.shutdown(timeout_sec=5.0)
-        driver.node.destroy_node()
+        feeder.stop()
+        if world.alive():
+            world.stop()
+        spinner.stop()
+        client.destroy()
         if code:
-            logfile.seek(0)
-            log.error(f"benchmark: world_model exited {rc}; its output:\n{logfile.read()[-4000:]}")
+            log.error(f"benchmark: world_model's output:\n{world.log_tail()}")
     return code
+
+
+def _float(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,36 +289,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="", help="model folder; empty: the robot config's model")
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--bag", default=DEFAULT_BAG, help="recording whose camera/action messages are streamed")
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of streaming")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of each streaming phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="first seconds of predictions not counted")
+    parser.add_argument("--joint-hz", type=float, default=100.0, help="rate of the extra /joint_states stream")
     parser.add_argument("--live-horizon", type=int, default=4, help="the node's horizon parameter while streaming")
-    parser.add_argument("--candidates", default="1,8,32", help="rollout batch sizes, comma separated")
-    parser.add_argument("--horizon", type=int, default=8, help="rollout horizon")
+    parser.add_argument("--clients", type=int, default=5, help="concurrent rollout clients in phase 2 (0: skip)")
+    parser.add_argument("--client-candidates", type=int, default=8, help="N of each client's requests")
+    parser.add_argument("--client-horizon", type=int, default=4, help="H of each client's requests")
+    parser.add_argument("--candidates", default="1,8,32", help="phase 3 rollout batch sizes, comma separated")
+    parser.add_argument("--horizon", type=int, default=8, help="phase 3 rollout horizon")
     parser.add_argument("--repeats", type=int, default=3, help="timed rollout calls per batch size")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one rollout call may take")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 3 s, N 1,8, horizon 2, one call each")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 3 s phases, 2 clients, N 1,8, horizon 2")
     parser.add_argument("--out", type=Path, default=Path("out/benchmark_ros.json"))
+    parser.add_argument(
+        "--node-param", action="append", default=[], metavar="NAME:=VALUE", help="another world_model parameter"
+    )
+    parser.add_argument("--no-frames", action="store_true", help="phase 2 clients ask for actions and costs only")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.candidates, args.horizon, args.repeats = 3.0, 0.5, "1,8", 2, 1
+        args.clients = min(args.clients, 2)
     args.candidates = [int(n) for n in args.candidates.split(",")]
     setup_logging()
     try:
         checkpoint = resolve_checkpoint(args.robot, args.checkpoint)
         robot = load_robot_config(args.robot)
-        recording = load_recording(args.bag, robot)
+        recording = Recording.load(args.bag, robot)
+        args.base = recording.mean_command()
     except (DemoError, ValueError) as e:
         log.error(f"benchmark: error: {e}")
         return 1
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # the child inherits it
-    rclpy.init()
+    signals = spin.StopSignals().install()
+    spin.init()
     try:
-        with tempfile.TemporaryFile(mode="w+") as logfile:
-            return run(args, robot, checkpoint, recording, logfile)
+        return run(args, robot, checkpoint, recording, signals)
     finally:
-        if rclpy.ok():
-            rclpy.shutdown()
+        spin.shutdown()
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """The demo without ROS tooling: replay a recording into the world model and show what it predicted.
 
-Runs the nodes of ``launch/demo.launch.py`` (bag_replay + world_model) on one
-MultiThreadedExecutor for ``--seconds`` of replay, with a listener that keeps every camera
-frame and every published prediction. Then it asks /hma/rollout once for a few candidate
-action sequences around the last commanded action and writes, next to ``--out``:
+Runs the nodes of ``launch/demo.launch.py`` as a robot would: ``world_model`` and
+``bag_replay`` each in its own process (``nodes/processes.py``), talking over DDS, with a
+listener in this process that keeps every camera frame and every published prediction. After
+``--seconds`` of replay it asks /hma/rollout once for a few candidate action sequences around
+the last commanded action, stops both processes with SIGINT (their exit codes count: a node
+that does not exit 0 fails the demo) and writes, next to ``--out``:
 
 * ``demo.mp4`` (H.264): per 2 Hz tick t, the camera frame that actually arrived at t + k*0.5 s
   above the frame predicted for it at t (k = 1..horizon), and the observed frame at t;
 * ``demo.png``: a few ticks as rows actual / predicted / |difference|;
 * ``demo.json``: latency camera message -> published prediction (median, p90, p99, max),
-  the prediction rate, dropped inputs, the rollout's timing and the PSNR of each prediction
-  step against the frames that later arrived (beside a copy-the-last-frame baseline).
+  the prediction rate, dropped inputs, the rollout's timing, the PSNR of each prediction
+  step against the frames that later arrived (beside a copy-the-last-frame baseline), and the
+  node processes' CPU use and exit codes;
+* ``demo_world_model.log``, ``demo_bag_replay.log``: what the two nodes printed.
 
 Needs no robot and no GPU. ``make demo`` runs
 
@@ -25,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -33,18 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image, JointState
 
 from hma_ros.eval.video import abs_diff, grid, stack, write_png, write_video
-from hma_ros.nodes.bag_replay import DEFAULT_BAG, BagReplay
-from hma_ros.nodes.convert import ConversionError, image_to_numpy, joint_positions, stamp_to_sec
-from hma_ros.nodes.world_model import WorldModelNode
+from hma_ros.nodes import spin
+from hma_ros.nodes.bag_replay import DEFAULT_BAG, resolve_bag
+from hma_ros.nodes.client import WorldModelClient
+from hma_ros.nodes.convert import image_to_numpy, joint_positions, stamp_to_sec
+from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.image import fit_image
 from hma_ros.runtime.robot_config import RobotConfig, RobotConfigError, load_robot_config
 from hma_ros_interfaces.msg import PredictedFrames
@@ -236,88 +238,89 @@ def write_outputs(ticks: list[Tick], video: Path, strip: Path, fps: float) -> di
 
 
 # -- the ROS part ---------------------------------------------------------------------------------
-def run(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], list[Tick]]:
-    """Replay, record, roll out once; returns the summary and the recorded ticks."""
-    t_load = time.perf_counter()
-    world = WorldModelNode(
-        parameter_overrides=[
-            Parameter("robot", value=args.robot),
-            Parameter("checkpoint", value=str(checkpoint)),
-            Parameter("backend", value=args.backend),
-            Parameter("horizon", value=args.horizon),
-        ]
-    )
-    if world.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        world.destroy_node()
-        raise DemoError(f"the world model did not load {checkpoint} (its log line above says why)")
-    load_s = time.perf_counter() - t_load
-    world.trigger_activate()
-    robot = world.robot
-    size = tuple(getattr(world.runner, "image_size", (robot.camera.height, robot.camera.width)))
-    log.info(
-        f"demo: world model {world.model_id} loaded in {load_s:.1f} s ({args.backend}, {size[1]}x{size[0]} frames); "
-        f"predicting {args.horizon} steps ({args.horizon * STEP_PERIOD:g} s) ahead at 2 Hz"
-    )
-
-    recorder = Recorder(size)
+def run(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) -> tuple[dict[str, Any], list[Tick]]:
+    """Start world_model and bag_replay as processes, record, roll out once, stop them; returns
+    the summary and the recorded ticks."""
+    robot = load_robot_config(args.robot)
+    logs = args.out.parent
+    recorder: Recorder | None = None
     commands: list[JointState] = []
     received: list[float] = []
 
-    def on_camera(msg: Image) -> None:
-        now = time.monotonic()
-        with contextlib.suppress(ConversionError):  # the world model counts and reports refused frames
-            recorder.add_camera(stamp_to_sec(msg.header.stamp), image_to_numpy(msg), now)
-
-    def on_prediction(msg: PredictedFrames) -> None:
-        now = time.monotonic()
-        if msg.frames:
+    def on_prediction(msg: PredictedFrames, arrival: float) -> None:
+        if msg.frames and recorder is not None:
             frames = np.stack([image_to_numpy(f) for f in msg.frames])
-            recorder.add_prediction(stamp_to_sec(msg.header.stamp), frames, now)
-            received.append(now)
+            recorder.add_prediction(stamp_to_sec(msg.header.stamp), frames, time.monotonic())
+            received.append(arrival)
 
-    listener = rclpy.create_node("demo_listener")
-    # One callback group per subscription (see world_model: shared mutually exclusive groups
-    # make rclpy's executor busy-loop when a callback runs long).
-    for msg_type, topic, callback, qos in (
-        (Image, robot.camera.topic, on_camera, QoSProfile(depth=50)),
-        (PredictedFrames, "/hma/predicted_frames", on_prediction, 50),
-        (JointState, robot.action.topic, commands.append, 10),
-    ):
-        listener.create_subscription(msg_type, topic, callback, qos, callback_group=MutuallyExclusiveCallbackGroup())
-    client = listener.create_client(Rollout, "/hma/rollout")
-    executor = MultiThreadedExecutor(num_threads=8)
-    executor.add_node(world)
-    executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    replay = None
+    client = WorldModelClient("demo_listener", on_prediction=on_prediction)
+    spinner = spin.ExecutorThread(client.node).start()
+    world = replay = None
     try:
-        time.sleep(0.5)  # discovery between the nodes, so the first recorded frames are not lost
-        try:
-            replay = BagReplay(
-                parameter_overrides=[
-                    Parameter("bag", value=args.bag),
-                    Parameter("rate", value=args.rate),
-                    Parameter("loop", value=True),
-                ]
-            )
-        except ValueError as e:
-            raise DemoError(str(e)) from e
-        executor.add_node(replay)
-        log.info(f"demo: replaying {replay.path} for {args.seconds:g} s (rate {args.rate:g}, looped)")
+        t_load = time.perf_counter()
+        world = NodeProcess(
+            "world_model",
+            {
+                "robot": args.robot,
+                "checkpoint": checkpoint,
+                "backend": args.backend,
+                "horizon": args.horizon,
+                "autostart": True,
+            },
+            log=logs / "demo_world_model.log",
+        )
+        log.info(f"demo: started world_model (pid {world.pid}, log {world.log_path}); waiting for it to load")
+        states = ("active", "unconfigured")
+        if not client.wait_for_diagnostics(lambda d: d.get("state") in states or not world.alive(), timeout=300.0):
+            raise DemoError(f"the world model did not come up within 300 s:\n{world.log_tail()}")
+        values, message, _ = client.diagnostics()
+        if values.get("state") != "active":
+            raise DemoError(f"the world model did not load {checkpoint}: {message}")
+        load_s = time.perf_counter() - t_load
+        size = tuple(int(v) for v in values["image_size"].split("x"))[::-1]  # "WxH" -> (h, w)
+        recorder = Recorder(size)
+        log.info(
+            f"demo: world model {checkpoint.name} up in {load_s:.1f} s ({args.backend}, {size[1]}x{size[0]} frames); "
+            f"predicting {args.horizon} steps ({args.horizon * STEP_PERIOD:g} s) ahead at 2 Hz"
+        )
+
+        def on_camera(msg: Image) -> None:
+            now = time.monotonic()
+            with contextlib.suppress(ValueError):  # the world model counts and reports refused frames
+                recorder.add_camera(stamp_to_sec(msg.header.stamp), image_to_numpy(msg), now)
+
+        # A camera subscription as deep as the world model's, and reliable commands, as a robot's.
+        client.node.create_subscription(Image, robot.camera.topic, on_camera, QoSProfile(depth=50))
+        client.node.create_subscription(JointState, robot.action.topic, commands.append, 50)
+        path = resolve_bag(args.bag)
+        replay = NodeProcess(
+            "bag_replay",
+            # The robot's two topics, each with two subscribers (the world model, this listener) before it plays.
+            {
+                "bag": path,
+                "rate": args.rate,
+                "loop": True,
+                "topics": f"[{robot.camera.topic},{robot.action.topic}]",
+                "wait_for_subscribers": 2,
+            },
+            log=logs / "demo_bag_replay.log",
+        )
+        log.info(f"demo: replaying {path} for {args.seconds:g} s (rate {args.rate:g}, looped; pid {replay.pid})")
+        # The seconds count from the first frame: the replay first waits for DDS discovery.
+        if not spin.wait_until(lambda: recorder.camera_frames > 0 or bool(signals) or not replay.alive(), 30.0):
+            raise DemoError(f"no camera frame from the replay within 30 s:\n{replay.log_tail()}")
         start = time.monotonic()
-        while (left := start + args.seconds - time.monotonic()) > 0:
+        while (left := start + args.seconds - time.monotonic()) > 0 and not signals:
             time.sleep(min(left, args.progress))
-            if time.monotonic() < start + args.seconds - 1e-3:
+            if time.monotonic() < start + args.seconds - 1e-3 and not signals:
                 log.info(
                     f"demo:   {time.monotonic() - start:4.0f} s: {recorder.camera_frames} camera frames, "
                     f"{recorder.num_predictions} predictions"
                 )
-        replay.stop()
+        replay_code, _ = replay.stop()
         time.sleep(STEP_PERIOD + 0.1)  # the tick that was computing publishes
         recorder.close()
-        counters = dict(vars(world.counters))
-        diag = {kv.key: kv.value for kv in world.diagnostics().values}
+        diag = client.fresh_diagnostics(timeout=3.0 * float(values.get("diagnostics_period", 1.0)) + 1.0)
         last = joint_positions(commands[-1], robot.action.names) if commands else None
         rollout = rollout_once(robot, client, last, args.candidates, args.horizon)
         log.info(
@@ -328,21 +331,26 @@ def run(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], lis
                 else f"FAILED: {rollout['message']}"
             )
         )
+        cpu = world.cpu_seconds()
+        wall = time.monotonic() - world.started
+        world_code, world_exit_s = world.stop()
     finally:
-        executor.shutdown(timeout_sec=5.0)
-        for node in (replay, listener, world):
-            if node is not None:
-                node.destroy_node()
+        for proc in (replay, world):
+            if proc is not None and proc.alive():
+                proc.stop()
+        spinner.stop()
+        client.destroy()
 
     ticks = recorder.ticks()
+    frames_in = int(diag.get("frames_in", 0))
     stats = {
         "robot": args.robot,
-        "recording": str(replay.path),
+        "recording": str(path),
         "seconds": args.seconds,
         "rate": args.rate,
         "model": {
             "checkpoint": str(checkpoint),
-            "model_id": world.model_id,
+            "model_id": checkpoint.name,
             "backend": args.backend,
             "image_size": list(size),
             "load_s": round(load_s, 3),
@@ -350,7 +358,7 @@ def run(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], lis
         "horizon": args.horizon,
         "predictions": len(ticks),
         "prediction_rate_hz": round(rate_hz(received), 3),
-        "camera_rate_hz": float(diag.get("camera_rate_hz", 0.0)),
+        "camera_rate_hz": _float(diag.get("camera_rate_hz")),
         "latency_ms": {
             "camera_to_prediction": percentiles_ms([t.latency for t in ticks if t.latency is not None]),
             "model_tick_mean": _float(diag.get("latency_mean_ms")),
@@ -358,15 +366,24 @@ def run(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], lis
         },
         "inputs": {
             "camera_messages": recorder.camera_frames,
-            "camera_frames_in_model": int(diag.get("frames_in", 0)),
-            "camera_frames_lost": max(0, recorder.camera_frames - int(diag.get("frames_in", 0))),
-            "frames_refused": counters["frames_refused"],
-            "actions_refused": counters["actions_refused"],
-            "steps": counters["steps"],
-            "steps_dropped": counters["steps_dropped"],
-            "steps_without_own_prediction": max(0, counters["steps"] - counters["steps_dropped"] - len(ticks)),
-            "ticks_model_busy": counters["ticks_model_busy"],
-            "prediction_errors": counters["prediction_errors"],
+            "camera_frames_in_model": frames_in,
+            "camera_frames_lost": max(0, recorder.camera_frames - frames_in),
+            "frames_refused": int(diag.get("frames_refused", 0)),
+            "actions_refused": int(diag.get("actions_refused", 0)),
+            "steps": int(diag.get("steps", 0)),
+            "steps_dropped": int(diag.get("steps_dropped", 0)),
+            "steps_without_own_prediction": max(0, int(diag.get("steps", 0)) - len(ticks)),
+            "prediction_errors": int(diag.get("prediction_errors", 0)),
+        },
+        "processes": {
+            "world_model": {
+                "pid": world.pid,
+                "exit_code": world_code,
+                "exit_s": round(world_exit_s, 3),
+                "cpu_percent": round(100 * cpu / wall, 1) if cpu is not None else None,
+                "log": str(world.log_path),
+            },
+            "bag_replay": {"pid": replay.pid, "exit_code": replay_code, "log": str(replay.log_path)},
         },
         "psnr_db": psnr_per_step(ticks, args.horizon) if ticks else None,
         "rollout": rollout,
@@ -383,7 +400,7 @@ def _float(text: Any) -> float | None:
 
 
 def rollout_once(
-    robot: RobotConfig, client: Any, last: np.ndarray | None, candidates: int, horizon: int
+    robot: RobotConfig, client: WorldModelClient, last: np.ndarray | None, candidates: int, horizon: int
 ) -> dict[str, Any]:
     """N candidates: the last commanded action held, plus small random perturbations of it."""
     rng = np.random.default_rng(0)
@@ -395,17 +412,11 @@ def rollout_once(
     )
     request.candidate_actions = acts.reshape(-1).tolist()
     result = {"success": False, "message": "", "candidates": candidates, "horizon": horizon}
-    if not client.wait_for_service(timeout_sec=5.0):
+    if not client.rollout.wait_for_service(timeout_sec=5.0):
         return {**result, "message": "/hma/rollout not available"}
-    t0 = time.perf_counter()
-    future = client.call_async(request)
-    deadline = time.monotonic() + 120.0
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if not future.done():
+    r, round_trip = client.call(request, timeout=120.0)
+    if r is None:
         return {**result, "message": "no answer within 120 s"}
-    round_trip = time.perf_counter() - t0
-    r = future.result()
     return {
         **result,
         "success": r.success,
@@ -471,16 +482,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(1) from None
     log.info(f"demo: robot {args.robot}, model {checkpoint}")
 
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read by rclpy.init
-    rclpy.init()
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read by rclpy.init (and the children)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # no other graph on this machine
+    signals = spin.StopSignals().install()
+    spin.init()
     try:
-        summary, ticks = run(args, checkpoint)
+        summary, ticks = run(args, checkpoint, signals)
     except DemoError as e:
         log.error(f"demo: error: {e}")
         raise SystemExit(1) from None
     finally:
-        if rclpy.ok():
-            rclpy.shutdown()
+        spin.shutdown()
 
     out = args.out
     if ticks:
@@ -514,12 +526,18 @@ def main(argv: list[str] | None = None) -> int:
     if "video" in o:
         log.info(f"demo: wrote {o['video']} ({o['video_frames']} frames at {o['video_fps']:g} fps), {o['strip']}")
     log.info(f"demo: wrote {out} in {summary['wall_s']:.0f} s")
-    ok = summary["predictions"] > 0 and summary["rollout"]["success"]
-    if not ok:
-        log.error(
-            "demo: error: " + ("no prediction was published" if not summary["predictions"] else "the rollout failed")
-        )
-    return 0 if ok else 1
+    codes = {name: p["exit_code"] for name, p in summary["processes"].items()}
+    log.info(
+        f"demo: world_model used {summary['processes']['world_model']['cpu_percent']}% of a core; exit codes {codes}"
+    )
+    problems = [
+        *(["no prediction was published"] if not summary["predictions"] else []),
+        *([f"the rollout failed: {summary['rollout']['message']}"] if not summary["rollout"]["success"] else []),
+        *[f"{name} exited {code}" for name, code in codes.items() if code != 0],
+    ]
+    for problem in problems:
+        log.error(f"demo: error: {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
