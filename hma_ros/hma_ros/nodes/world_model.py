@@ -159,6 +159,15 @@ class WorldModelNode(LifecycleNode):
             lo=0.01,
             hi=STEP_PERIOD,
         )
+        p(
+            "live_threads",
+            1,
+            "intra-op threads of a live tick (1: robust beside other busy processes, docs/executors.md)",
+            True,
+            lo=1,
+            hi=64,
+        )
+        p("rollout_threads", 0, "intra-op threads of rollouts (0: every core)", True, lo=0, hi=64)
         p("rollout_queue_size", 16, "rollout requests waiting beyond this are refused as busy", lo=1, hi=256)
         p(
             "action_range_factor",
@@ -221,9 +230,8 @@ class WorldModelNode(LifecycleNode):
 
     def _tick_estimate(self, horizon: int, num_steps: int) -> float:
         """Model seconds of one live tick: one observed frame plus ``horizon`` predicted ones
-        (the cost model is measured at 2 decoding passes per frame)."""
-        frame = self.worker.cost.frame_seconds(1)
-        return frame * (1 + horizon * max(num_steps, 2) / 2)
+        (the worker measures a frame at 2 decoding passes)."""
+        return self.worker.live_frame_seconds * (1 + horizon * max(num_steps, 2) / 2)
 
     def _bounds(self, runner: Runner) -> ActionBounds:
         spec = runner.spec
@@ -246,7 +254,7 @@ class WorldModelNode(LifecycleNode):
         self.get_logger().info(
             f"configured: robot {robot.robot} (embodiment {robot.embodiment}, {robot.action_dim} action dims at "
             f"{robot.control_hz:g} Hz), model {self.model_id} on {self._param('backend')} in "
-            f"{time.perf_counter() - t0:.2f} s; {worker.cost.frame_seconds(1) * 1e3:.0f} ms per predicted frame, "
+            f"{time.perf_counter() - t0:.2f} s; {worker.live_frame_seconds * 1e3:.0f} ms per live frame, "
             f"rollout jobs of up to {worker.max_job_candidates()} candidates"
         )
         return TransitionCallbackReturn.SUCCESS
@@ -278,6 +286,8 @@ class WorldModelNode(LifecycleNode):
             queue_size=self._param("rollout_queue_size"),
             max_rollout_seconds=self._param("max_rollout_time"),
             step_budget=self._param("rollout_slice_time"),
+            live_threads=self._param("live_threads"),
+            rollout_threads=self._param("rollout_threads"),
         )
         try:
             runner = worker.start(load)
@@ -607,7 +617,7 @@ class ConfigureError(RuntimeError):
 
 
 def main(args: list[str] | None = None) -> int:
-    signals = spin.StopSignals().install()
+    signals = spin.StopSignals().install(watch_parent=True)
     spin.init(args)
     node = WorldModelNode()
     try:
@@ -621,6 +631,8 @@ def main(args: list[str] | None = None) -> int:
         if node.get_parameter("autostart").value and not signals:
             node.autostart()  # a failure is logged and on /diagnostics; the node stays up
         spin.wait_until(lambda: bool(signals) or not spinner.alive())
+        if signals:
+            node.get_logger().info(f"stopping: {signals.reason()}")
         node.stop()
         # Refused rollouts (the worker stopped) still get their answer before the executor goes.
         spin.wait_until(lambda: node.pending_rollouts == 0, timeout=0.5, period=0.01)

@@ -30,11 +30,19 @@ takes a loader). libgomp, torch's OpenMP runtime, keeps a thread team per callin
 throttles its spin-waits once the teams hold more threads than there are CPUs: after the main
 thread had run the model once, every op called from a second thread paid a futex wake-up, and
 a 4-step live tick went from 64 to 155-170 ms on 2 cores (docs/executors.md).
+
+**Threads per kind of work.** Live ticks (batch 1) run on ``live_threads`` intra-op threads
+(default 1), rollouts on ``rollout_threads`` (default: every core). Two OpenMP threads on two
+cores gain 25% for a batch of one, but beside any other busy process their barrier waits turn
+into scheduler waits: a tick took 1.4 to 6.7 s beside two CPU hogs at 2 threads, 0.1 s at 1.
+Batched rollouts gain 1.5 to 1.8x from the second thread, so they keep it, and a tick between
+two frames of a rollout uses the rollout threads too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -44,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from hma_ros.runtime.chunking import Step
 from hma_ros.runtime.requests import RolloutRequest
@@ -219,6 +228,7 @@ class ModelWorker:
         step_budget: target seconds of one rollout frame-step (how long a live tick may wait).
         max_job_candidates: hard cap on the candidates of one job.
         max_active_jobs: rollout jobs in progress at once (they take turns frame by frame).
+        live_threads, rollout_threads: intra-op threads for each kind of work (0: every core).
     """
 
     def __init__(
@@ -233,10 +243,17 @@ class ModelWorker:
         max_rollout_seconds: float = 10.0,
         step_budget: float = 0.2,
         max_job_candidates: int = 256,
-        max_active_jobs: int = 4,
+        max_active_jobs: int = 2,
+        live_threads: int = 1,
+        rollout_threads: int = 0,
     ) -> None:
         self.runner: Runner | None = None
         self.max_active_jobs = int(max_active_jobs)
+        self.live_threads = int(live_threads) or os.cpu_count() or 1
+        self.rollout_threads = int(rollout_threads) or os.cpu_count() or 1
+        self._threads_now = 0
+        self._active: deque[_Job] = deque()  # rollout jobs in progress (worker thread only)
+        self.live_frame_seconds = 0.05  # a live tick's seconds per predicted frame (calibrated, then measured)
         self.on_prediction = on_prediction
         self.on_error = on_error or (lambda kind, msg: log.warning("%s: %s", kind, msg))
         self.horizon, self.num_steps = int(horizon), int(num_steps)
@@ -421,20 +438,36 @@ class ModelWorker:
                 "ask for fewer candidates or a shorter horizon, or split the request"
             )
 
+    def _set_threads(self, n: int) -> None:
+        """Intra-op threads of the model from now on (this thread only: the setting is per caller)."""
+        if n != self._threads_now:
+            torch.set_num_threads(n)
+            self._threads_now = n
+
     def _calibrate(self, runner: Runner, sizes: tuple[int, ...] = (1, 8), horizon: int = 2) -> None:
-        """Seed the cost model by timing rollouts of ``sizes`` candidates from a throw-away
-        context (the mean action, blank frames)."""
+        """Seed the cost models by timing rollouts of ``sizes`` candidates (and one candidate on
+        the live threads) from a throw-away context (the mean action, blank frames)."""
         h, w = runner.image_size
         frame = np.zeros((h, w, 3), np.uint8)
         spec = runner.spec
         mean = np.tile(np.asarray(spec.action_mean, np.float32), spec.step_action_dim // spec.action_dim)
         cache = runner.context_cache(np.stack([frame, frame]), np.stack([mean, mean]))
-        for n in (sizes[0], *sizes):  # the first size twice: the first call pays one-off costs
-            job = runner.start_rollout(np.tile(mean, (n, horizon, 1)), context=cache)
+
+        def time_job(n: int) -> list[float]:
+            job, times = runner.start_rollout(np.tile(mean, (n, horizon, 1)), context=cache), []
             while not job.done:
                 t0 = time.perf_counter()
                 job.step()
-                self.cost.add(n, time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
+            return times
+
+        self._set_threads(self.rollout_threads)
+        for n in (sizes[0], *sizes):  # the first size twice: the first call pays one-off costs
+            for seconds in time_job(n):
+                self.cost.add(n, seconds)
+        self._set_threads(self.live_threads)
+        time_job(1)
+        self.live_frame_seconds = float(np.median(time_job(1)))
 
     # -- the thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -442,7 +475,7 @@ class ModelWorker:
         frame of one rollout job. Jobs take turns (round robin), so a request that arrives while
         others run starts at once instead of waiting for them: answers come back in about the
         time of all the work in flight, not of everything queued before."""
-        active: deque[_Job] = deque()
+        active = self._active
         while True:
             with self._cond:
                 while not self._stopping and not (self._calls or self._steps or self._queue or active):
@@ -485,6 +518,8 @@ class ModelWorker:
             return
         t0 = time.perf_counter()
         runner = self.runner
+        # Between two frames of a rollout the process runs its rollout threads anyway: so does the tick.
+        self._set_threads(self.rollout_threads if self._active else self.live_threads)
         try:
             for step in steps:  # action_before None starts a new context inside the runner
                 runner.observe(step.frame, step.action_before, step.stamp)
@@ -512,6 +547,9 @@ class ModelWorker:
         finally:
             self._add_busy(time.perf_counter() - t0)
         seconds = time.perf_counter() - t0
+        if not self._active:  # what a tick costs on the live threads alone
+            frames = 1 + horizon * max(self.num_steps, 2) / 2  # the observed frame, then 2-pass predicted frames
+            self.live_frame_seconds = 0.8 * self.live_frame_seconds + 0.2 * seconds / frames
         with self._cond:
             self.stats.predictions += 1
             self.tick_seconds.append(seconds)
@@ -567,6 +605,7 @@ class ModelWorker:
             entry.jobs += 1
             entry.shared = entry.shared or len(plan) > 1
         active = _Job(plan)
+        self._set_threads(self.rollout_threads)
         try:
             context = None
             if head.context is not None:
@@ -587,6 +626,7 @@ class ModelWorker:
         try:
             if not self._serving:
                 raise RolloutRefusedError(self._stop_reason)
+            self._set_threads(self.rollout_threads)
             t0 = time.perf_counter()
             job.step()
             dt = time.perf_counter() - t0
@@ -673,6 +713,7 @@ class ModelWorker:
             "tick_mean_s": float(np.mean(ticks)) if ticks else None,
             "tick_max_s": float(np.max(ticks)) if ticks else None,
             "frame_seconds_1": self.cost.frame_seconds(1),
+            "live_frame_seconds": self.live_frame_seconds,
             "max_job_candidates": self.max_job_candidates(),
         }
 
