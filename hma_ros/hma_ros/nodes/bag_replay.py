@@ -199,7 +199,7 @@ def _clock(log_ns: int) -> Clock:
 
 def main(args: list[str] | None = None) -> int:
     """Replay until the recording ends (no loop) or SIGINT/SIGTERM; exit 0 either way."""
-    signals = spin.StopSignals().install()
+    signals = spin.StopSignals().install(watch_parent=True)
     spin.init(args)
     try:
         node = BagReplay()

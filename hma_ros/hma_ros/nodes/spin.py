@@ -16,6 +16,7 @@ signals in the main thread, an orderly stop. docs/executors.md has the measureme
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -30,21 +31,37 @@ from rclpy.task import Future
 
 class StopSignals:
     """SIGINT and SIGTERM set :attr:`received` (the signal number) instead of raising; ``install``
-    before anything else so a signal during start-up is not lost."""
+    before anything else so a signal during start-up is not lost.
+
+    ``watch_parent``: also stop when the parent process is gone (this process was reparented).
+    ``ros2 launch`` 3.7 exits on SIGTERM without stopping its children: a node must not depend
+    on its launcher to end it.
+    """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._parent: int | None = None
 
-    def install(self) -> StopSignals:
+    def install(self, watch_parent: bool = False) -> StopSignals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
+        self._parent = os.getppid() if watch_parent else None
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
 
+    @property
+    def orphaned(self) -> bool:
+        return self._parent is not None and os.getppid() != self._parent
+
+    def reason(self) -> str:
+        if self.received is not None:
+            return signal.Signals(self.received).name
+        return f"the parent process {self._parent} exited" if self.orphaned else ""
+
     def __bool__(self) -> bool:
-        return self.received is not None
+        return self.received is not None or self.orphaned
 
 
 def init(args: Sequence[str] | None = None, context: Any = None) -> None:
