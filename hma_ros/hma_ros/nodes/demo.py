@@ -448,9 +448,9 @@ def resolve_checkpoint(robot: str, checkpoint: str) -> Path:
     """The checkpoint folder the demo will load; DemoError if the robot or the model is missing."""
     try:
         config = load_robot_config(robot)
+        path = Path(checkpoint).expanduser() if checkpoint else config.checkpoint_path()
     except RobotConfigError as e:
         raise DemoError(str(e)) from e
-    path = Path(checkpoint).expanduser() if checkpoint else config.checkpoint_path()
     if not (path / "config.json").is_file():
         what = "is not a checkpoint (no config.json)" if path.is_dir() else "does not exist"
         hint = "pass --checkpoint DIR" if checkpoint else f"the {robot} model ships as {path}; or pass --checkpoint DIR"

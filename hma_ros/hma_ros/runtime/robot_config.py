@@ -57,7 +57,7 @@ class RobotConfig:
     control_hz: float
     camera: CameraSpec
     action: ActionSpec
-    checkpoint: str  # relative to the share dir, or absolute
+    checkpoint: str  # relative to the share dir, or absolute; "" = no default model
     path: Path | None = None
 
     @property
@@ -70,6 +70,13 @@ class RobotConfig:
         return int(round(self.control_hz / MODEL_HZ))
 
     def checkpoint_path(self) -> Path:
+        """The default model's folder; RobotConfigError (saying how to get one) if it names none."""
+        if not self.checkpoint:
+            raise RobotConfigError(
+                f"robot {self.robot} names no default model ({self.path or 'its config'}: model.checkpoint is null): "
+                f"no shipped model knows embodiment {self.embodiment!r}. Pass a checkpoint (checkpoint:=DIR), or "
+                f"post-train one on the shipped trunk as the README's 'Post-train a new robot' shows"
+            )
         p = Path(self.checkpoint).expanduser()
         return p if p.is_absolute() else share_dir() / p
 
@@ -140,8 +147,10 @@ def parse_robot_config(data: Any, source: str = "<robot config>") -> RobotConfig
     action = ActionSpec(source=src, topic=_topic(_get(act, "topic", wa, str), f"{wa}topic"), names=tuple(names))
 
     model = _get(data, "model", w, dict)
-    checkpoint = _get(model, "checkpoint", f"{w}model.", str)
-    return RobotConfig(robot, embodiment, hz, camera, action, checkpoint)
+    checkpoint = model.get("checkpoint")
+    if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
+        raise RobotConfigError(f"{w}model.checkpoint: expected a folder or null (no default model), got {checkpoint!r}")
+    return RobotConfig(robot, embodiment, hz, camera, action, checkpoint or "")
 
 
 def load_robot_config(robot_or_path: str | Path) -> RobotConfig:
