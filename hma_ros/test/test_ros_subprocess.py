@@ -157,18 +157,22 @@ def test_signals_end_a_fed_node_cleanly_and_fast(sig, write_mcap, tmp_path, tiny
     try:
         for run in range(3):
             log = tmp_path / f"wm{run}.log"
-            wm = NodeProcess("world_model", {"checkpoint": tiny_franka_checkpoint, "autostart": True, "horizon": 2}, log)
+            params = {"checkpoint": tiny_franka_checkpoint, "autostart": True, "horizon": 2}
+            wm = NodeProcess("world_model", params, log)
             assert _wait_for_line(log, "active: camera", timeout=30.0), wm.log_tail()
             time.sleep(1.5)  # fed and predicting (the replay loops)
             code, seconds = wm.stop(sig, timeout=10.0)
             out = wm.log_tail(100_000)
             assert code == 0, out
             assert seconds < 2.0, (seconds, out)
-            for bad in ("terminate called", "Failed to publish", "Unable to start transition", "Traceback", "Destroyable"):
+            for bad in BAD_EXIT_LINES:
                 assert bad not in out, out
     finally:
         code, _ = replay.stop(sig)
     assert code == 0, replay.log_tail()
+
+
+BAD_EXIT_LINES = ("terminate called", "Failed to publish", "Unable to start transition", "Traceback", "Destroyable")
 
 
 def _wait_for_line(log, text: str, timeout: float) -> bool:

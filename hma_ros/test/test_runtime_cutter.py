@@ -76,7 +76,8 @@ def test_a_looped_recording_restarts_once_and_ignores_the_old_timelines_straggle
     assert c.stats.time_resets == 1, lines  # not a second reset when the commands loop too
     assert len(lines) == 1
     assert "camera time jumped back" in lines[0]
-    assert first and steps
+    assert first
+    assert steps
     assert steps[0].action_before is None  # a new context
     np.testing.assert_allclose(np.diff([s.stamp for s in steps]), 0.5, atol=1e-9)
 

@@ -94,7 +94,7 @@ def test_a_valid_request_becomes_runner_arrays():
         ({"context_frames": [image()], "context_actions": [np.nan] * 6}, "context_actions contains NaN"),
         ({"context_frames": [image()], "context_actions": [100.0] * 6}, r"context_actions\[0, 0, 0\] \(j1\)"),
         (
-            {"context_frames": [SimpleNamespace(**{**vars(image()), "encoding": "16UC1"})], "context_actions": [0.0] * 6},
+            {"context_frames": [SimpleNamespace(**{**vars(image()), "encoding": "16UC1"})], "context_actions": [0] * 6},
             r"context_frames\[0\]: unsupported image encoding",
         ),
         ({"goal": SimpleNamespace(**{**vars(image()), "step": 1})}, "goal: image step=1"),
