@@ -2,8 +2,8 @@
 
 From the root, ``python -m`` puts the cwd first on sys.path, where the ament folder
 ``hma_ros/`` (no ``__init__.py``) would import as an empty namespace package and every command
-would fail with "No module named hma_ros.<x>". ``make install`` adds a path entry so the real
-package wins; this pins it for each command (``--help`` only: the commands are tested elsewhere).
+would fail with "No module named hma_ros.<x>" if the installed regular package did not win over it
+(PEP 420); this pins it for each command (``--help`` only: the commands are tested elsewhere).
 """
 
 import os

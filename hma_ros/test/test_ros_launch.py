@@ -1,11 +1,11 @@
-"""Launch files and the parameter file.
-
-launch/launch_ros are not installable here: the launch files are checked by reading them (every
-knob is a described argument, the executables exist), and built for real where launch_ros exists.
-"""
+"""Launch files and the parameter file, read (every knob is a described argument, the
+executables are installed where launch_ros looks) and built with launch_ros (from
+../shared/ros_tools; `ros2 launch` itself is driven in test_ros_cli.py)."""
 
 import ast
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,9 +44,10 @@ def test_launch_files_use_installed_executables(name):
     tree = ast.parse((LAUNCH / name).read_text())
     executables = {n.value.value for n in ast.walk(tree) if isinstance(n, ast.keyword) and n.arg == "executable"}
     assert executables
-    for exe in executables:
-        wrapper = PACKAGE / "scripts" / exe
+    for exe in executables:  # `ros2 run`/launch_ros look in <prefix>/lib/<package>
+        wrapper = Path(sys.prefix) / "lib" / "hma_ros" / exe
         assert wrapper.is_file(), wrapper
+        assert os.access(wrapper, os.X_OK), wrapper
         assert f"-m hma_ros.nodes.{exe}" in wrapper.read_text()
         assert importlib.util.find_spec(f"hma_ros.nodes.{exe}") is not None
 

@@ -42,7 +42,7 @@ def fed_node(ros_context, spinning_executor, tmp_path):
     spinning_executor.add_node(client.node)
     world = NodeProcess("world_model", {"robot": "franka", "autostart": True}, tmp_path / "world_model.log")
     try:
-        assert client.wait_for_diagnostics(lambda d: d.get("state") == "active", 120.0), world.log_tail()
+        assert not client.wait_until_active(world.alive, timeout=120.0), world.log_tail()
         assert wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0)  # DDS discovery
         feeder.start()
         assert client.wait_for_diagnostics(lambda d: int(d.get("predictions", 0)) >= 2, 30.0), world.log_tail()

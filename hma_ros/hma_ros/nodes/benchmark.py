@@ -78,7 +78,18 @@ def measure_live(client: WorldModelClient, world: NodeProcess, seconds: float, w
         "node_tick_max_ms": _float(diag.get("latency_max_ms")),
         "steps_dropped": int(diag.get("steps_dropped", 0)),
         "frames_refused": int(diag.get("frames_refused", 0)),
+        **worker_waits(diag),
     }
+
+
+def worker_waits(diag: dict[str, str]) -> dict[str, float | None]:
+    """The longest a cut step waited for the model, and the longest slice of model work (recent)."""
+    return {k + "_ms": _ms(diag.get(k + "_s")) for k in ("step_wait_max", "slice_max")}
+
+
+def _ms(text: Any) -> float | None:
+    value = _float(text)
+    return round(value * 1e3, 1) if value is not None else None
 
 
 def measure_loaded(
@@ -112,6 +123,7 @@ def measure_loaded(
         "node_cpu_percent": round(100 * cpu / seconds, 1),
         "rollout_jobs": int(diag.get("rollout_jobs", 0)),
         "rollout_jobs_shared": int(diag.get("rollout_jobs_shared", 0)),
+        **worker_waits(diag),
     }
 
 
@@ -186,6 +198,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"answers, {loaded['failures']} failed; answer s median {ans['median']}, p99 {ans['p99']}, max "
             f"{ans['max']} ({mark('rollout_answers')}); {loaded['rollout_jobs_shared']} of {loaded['rollout_jobs']} "
             "model jobs shared by several requests",
+            f"  longest wait of a step for the model {loaded['step_wait_max_ms']} ms, longest slice of model "
+            f"work {loaded['slice_max_ms']} ms (recent)",
         ]
     lines.append(
         f"{'rollout N':>10} {'horizon':>8} {'round trip s':>13} {'model s':>9} {'frames/s':>9} {'model frames/s':>15}"
@@ -222,11 +236,8 @@ def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recordin
     log.info(f"benchmark: started world_model (pid {world.pid}) on {checkpoint}; waiting for it")
     code = 1
     try:
-        states = ("active", "unconfigured")
-        if not client.wait_for_diagnostics(lambda d: d.get("state") in states, timeout=300.0):
-            raise DemoError("the world model did not come up")
-        if client.diagnostics()[0].get("state") != "active":
-            raise DemoError(f"the world model did not configure: {client.diagnostics()[1]}")
+        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
+            raise DemoError(why)
         if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
             raise DemoError("the world model does not subscribe to the robot's topics")
         feeder.start()
@@ -323,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # the child inherits it
     signals = spin.StopSignals().install()
-    spin.init()
+    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
     try:
         return run(args, robot, checkpoint, recording, signals)
     finally:

@@ -71,18 +71,42 @@ class WorldModelClient:
         with self._lock:
             return [p for p in self.predictions if p[0] >= t]
 
-    def wait_for_diagnostics(self, predicate: Callable[[dict[str, str]], bool], timeout: float) -> bool:
-        """Wait until a diagnostics message satisfies ``predicate``."""
+    def wait_for_diagnostics(
+        self,
+        predicate: Callable[[dict[str, str]], bool],
+        timeout: float,
+        abort: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Wait until a diagnostics message satisfies ``predicate`` (False on timeout or ``abort()``)."""
         deadline = time.monotonic() + timeout
         while True:
             values, _, _ = self.diagnostics()
             if values and predicate(values):
                 return True
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or abort():
                 return False
             self._diag_event.clear()
             self._diag_event.wait(min(left, 0.5))
+
+    def wait_until_active(
+        self, alive: Callable[[], bool], timeout: float = 300.0, abort: Callable[[], bool] = lambda: False
+    ) -> str:
+        """Wait for the world model to configure and activate; "" once it has, else why not (its
+        configure error, its exit, a timeout, or ``abort()``)."""
+        done = self.wait_for_diagnostics(
+            lambda d: d.get("state") == "active" or bool(d.get("config_error")),
+            timeout,
+            abort=lambda: abort() or not alive(),
+        )
+        values, _, _ = self.diagnostics()
+        if done and values.get("state") == "active":
+            return ""
+        if values.get("config_error"):
+            return f"configure failed: {values['config_error']}"
+        if not alive():
+            return "the world model process exited"
+        return "stopped" if abort() else f"the world model did not come up within {timeout:g} s"
 
     def fresh_diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
         """The first diagnostics message that arrives from now on (empty if none comes)."""

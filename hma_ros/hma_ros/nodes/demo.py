@@ -270,12 +270,9 @@ def run(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) -
             log=logs / "demo_world_model.log",
         )
         log.info(f"demo: started world_model (pid {world.pid}, log {world.log_path}); waiting for it to load")
-        states = ("active", "unconfigured")
-        if not client.wait_for_diagnostics(lambda d: d.get("state") in states or not world.alive(), timeout=300.0):
-            raise DemoError(f"the world model did not come up within 300 s:\n{world.log_tail()}")
-        values, message, _ = client.diagnostics()
-        if values.get("state") != "active":
-            raise DemoError(f"the world model did not load {checkpoint}: {message}")
+        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
+            raise DemoError(f"the world model did not load {checkpoint}: {why}\n{world.log_tail()}")
+        values, _, _ = client.diagnostics()
         load_s = time.perf_counter() - t_load
         size = tuple(int(v) for v in values["image_size"].split("x"))[::-1]  # "WxH" -> (h, w)
         recorder = Recorder(size)
@@ -485,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read by rclpy.init (and the children)
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # no other graph on this machine
     signals = spin.StopSignals().install()
-    spin.init()
+    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
     try:
         summary, ticks = run(args, checkpoint, signals)
     except DemoError as e:

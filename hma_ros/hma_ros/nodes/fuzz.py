@@ -254,8 +254,8 @@ def fuzz(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) 
     )
     classes: dict[str, Any] = {}
     try:
-        if not client.wait_for_diagnostics(lambda d: d.get("state") in ("active", "unconfigured"), 300.0):
-            raise DemoError(f"the world model did not come up:\n{world.log_tail()}")
+        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
+            raise DemoError(f"{why}\n{world.log_tail()}")
         if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
             raise DemoError("the world model does not subscribe to the robot's topics")
         feeder.start()
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
     signals = spin.StopSignals().install()
-    spin.init()
+    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
     try:
         result = fuzz(args, checkpoint, signals)
     except (DemoError, ValueError) as e:

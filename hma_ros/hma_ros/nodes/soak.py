@@ -57,10 +57,8 @@ def soak(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) 
     load = RolloutLoad(client, args.clients, lambda rng: rollout_request(robot, base, 8, 4, rng))
     samples: list[dict[str, Any]] = []
     try:
-        if not client.wait_for_diagnostics(lambda d: d.get("state") in ("active", "unconfigured"), 300.0):
-            raise DemoError(f"the world model did not come up:\n{world.log_tail()}")
-        if client.diagnostics()[0].get("state") != "active":
-            raise DemoError(f"the world model did not configure: {client.diagnostics()[1]}")
+        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
+            raise DemoError(f"{why}\n{world.log_tail()}")
         if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
             raise DemoError("the world model does not subscribe to the robot's topics")
         feeder.start()
@@ -205,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
     signals = spin.StopSignals().install()
-    spin.init()
+    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
     try:
         result = soak(args, checkpoint, signals)
     except (DemoError, ValueError) as e:

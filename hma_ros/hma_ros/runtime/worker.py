@@ -252,6 +252,9 @@ class ModelWorker:
         self.live_threads = int(live_threads) or os.cpu_count() or 1
         self.rollout_threads = int(rollout_threads) or os.cpu_count() or 1
         self._threads_now = 0
+        self._steps_since = 0.0  # when the oldest queued step arrived
+        self.step_waits: deque[float] = deque(maxlen=50)  # seconds a cut step waited for the model
+        self.slices: deque[float] = deque(maxlen=200)  # seconds of each slice of work (a tick, a frame)
         self._active: deque[_Job] = deque()  # rollout jobs in progress (worker thread only)
         self.live_frame_seconds = 0.05  # a live tick's seconds per predicted frame (calibrated, then measured)
         self.on_prediction = on_prediction
@@ -367,6 +370,8 @@ class ModelWorker:
         with self._cond:
             if not self._serving:
                 return
+            if not self._steps:
+                self._steps_since = time.monotonic()
             self._steps.extend(steps)
             excess = len(self._steps) - self.max_queued_steps
             if excess > 0:  # the model cannot keep up: restart the context from the newest step
@@ -487,6 +492,7 @@ class ModelWorker:
                 self._fail_job(active.popleft(), RolloutRefusedError(self._stop_reason))
             if self._stopping:
                 return
+            t0 = time.perf_counter()
             try:
                 if call is not None:
                     fn, future = call
@@ -505,10 +511,13 @@ class ModelWorker:
                             active.append(job)
             except Exception as e:  # noqa: BLE001 - the thread must outlive any one bad call
                 self.on_error("error", f"model worker: {type(e).__name__}: {e}")
+            self.slices.append(time.perf_counter() - t0)
 
     def _take_steps(self) -> list[Step]:
         with self._cond:
             steps, self._steps = self._steps, []
+            if steps:
+                self.step_waits.append(time.monotonic() - self._steps_since)
             return steps
 
     def _live(self) -> None:
@@ -703,6 +712,7 @@ class ModelWorker:
             times = list(self.prediction_times)
             queued = len(self._queue)
             pending = len(self._steps)
+            waits, slices = list(self.step_waits), list(self.slices)
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
         return {
             **stats,
@@ -712,6 +722,8 @@ class ModelWorker:
             "tick_last_s": ticks[-1] if ticks else None,
             "tick_mean_s": float(np.mean(ticks)) if ticks else None,
             "tick_max_s": float(np.max(ticks)) if ticks else None,
+            "step_wait_max_s": max(waits, default=None),
+            "slice_max_s": max(slices, default=None),
             "frame_seconds_1": self.cost.frame_seconds(1),
             "live_frame_seconds": self.live_frame_seconds,
             "max_job_candidates": self.max_job_candidates(),
