@@ -219,11 +219,7 @@ def test_reload_parameters_are_settable_only_while_unconfigured(ros_context, sta
 def test_a_horizon_the_machine_cannot_serve_at_2hz_is_refused(ros_context, stand_in, checkpoint):
     node = make_node(ros_context, checkpoint=str(checkpoint))
     assert node.trigger_configure() == SUCCESS
-    from hma_ros.runtime.worker import CostModel
-
-    node.worker.cost = CostModel()  # what a slow machine measures: 0.2 s per predicted frame
-    node.worker.cost.add(1, 0.2)
-    node.worker.cost.add(2, 0.4)
+    node.worker.live_frame_seconds = 0.2  # what a slow machine measures per live frame
     assert node.set_parameters([Parameter("horizon", value=1)])[0].successful  # 0.4 s: fits
     result = node.set_parameters([Parameter("horizon", value=8)])[0]
     assert not result.successful
