@@ -27,18 +27,16 @@ import json
 import logging
 import os
 import platform
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hma_ros.nodes import spin
 from hma_ros.nodes.bag_replay import DEFAULT_BAG
 from hma_ros.nodes.client import WorldModelClient
-from hma_ros.nodes.demo import DemoError, percentiles_ms, rate_hz, resolve_checkpoint, setup_logging
-from hma_ros.nodes.feed import Feeder, Recording, RolloutLoad, rollout_request
+from hma_ros.nodes.demo import percentiles_ms, rate_hz, resolve_checkpoint, setup_logging
+from hma_ros.nodes.feed import Recording, RolloutLoad, Session, rollout_request, ros_tool
 from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.robot_config import RobotConfig, load_robot_config
 from hma_ros_interfaces.srv import Rollout
@@ -218,9 +216,6 @@ def print_table(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recording: Recording, signals: Any) -> int:
     """Start the node, measure, write the JSON; the exit code."""
-    client = WorldModelClient("hma_benchmark")
-    feeder = Feeder(client.node, recording, camera_hz=10.0, joint_hz=args.joint_hz)
-    spinner = spin.ExecutorThread(client.node).start()
     params = {
         "robot": args.robot,
         "checkpoint": checkpoint,
@@ -232,59 +227,48 @@ def run(args: argparse.Namespace, robot: RobotConfig, checkpoint: Path, recordin
         "max_rollout_time": 120.0,
         **dict(kv.split(":=", 1) for kv in args.node_param),
     }
-    world = NodeProcess("world_model", params, log=args.out.with_suffix(".world_model.log"))
-    log.info(f"benchmark: started world_model (pid {world.pid}) on {checkpoint}; waiting for it")
-    code = 1
-    try:
-        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
-            raise DemoError(why)
-        if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
-            raise DemoError("the world model does not subscribe to the robot's topics")
-        feeder.start()
-        log.info(f"benchmark: node up; streaming, {args.seconds:g} s per phase")
+    log.info(f"benchmark: starting world_model on {checkpoint}")
+    session = Session(
+        "hma_benchmark", recording, params, args.out.with_suffix(".world_model.log"), signals, joint_hz=args.joint_hz
+    )
+    with session:
+        client, world = session.client, session.world
+        log.info(f"benchmark: node up (pid {world.pid}); streaming, {args.seconds:g} s per phase")
         live = measure_live(client, world, args.seconds, args.warmup)
         loaded = measure_loaded(client, world, robot, args) if args.clients and not signals else None
-        feeder.stop()
+        session.feeder.stop()
         time.sleep(1.0)
         throughput = measure_throughput(client, robot, args)
-        result = {
-            "robot": args.robot,
-            "model": {"checkpoint": str(checkpoint), "model_id": checkpoint.name, "backend": args.backend},
-            "host": {
-                "cpus": os.cpu_count(),
-                "machine": platform.machine(),
-                "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]),
-                "rmw": os.environ.get("RMW_IMPLEMENTATION", "default (Fast DDS)"),
-            },
-            "quick": args.quick,
-            "inputs": feeder.rates,
-            "live_horizon": args.live_horizon,
-            "live": live,
-            "loaded": loaded,
-            "throughput": throughput,
-            "bars": BARS,
-        }
-        result["met"] = judge(result)
-        exit_code, exit_s = world.stop()
-        result["node_exit"] = {"code": exit_code, "seconds": round(exit_s, 3)}
-        print_table(result)
-        log.info(f"benchmark: world_model exited {exit_code} in {exit_s:.2f} s after SIGINT")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        log.info(f"benchmark: wrote {args.out}")
-        ok_rollouts = all("error" not in r for r in throughput)
-        code = 0 if live["predictions"] and ok_rollouts and exit_code == 0 else 1
-    except DemoError as e:
-        log.error(f"benchmark: error: {e}")
-    finally:
-        feeder.stop()
-        if world.alive():
-            world.stop()
-        spinner.stop()
-        client.destroy()
-        if code:
-            log.error(f"benchmark: world_model's output:\n{world.log_tail()}")
-    return code
+        exit_code, exit_s = session.stop_node()
+    result = {
+        "robot": args.robot,
+        "model": {"checkpoint": str(checkpoint), "model_id": checkpoint.name, "backend": args.backend},
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]),
+            "rmw": os.environ.get("RMW_IMPLEMENTATION", "default (Fast DDS)"),
+        },
+        "quick": args.quick,
+        "inputs": session.feeder.rates,
+        "node_params": {k: str(v) for k, v in params.items()},
+        "live_horizon": args.live_horizon,
+        "live": live,
+        "loaded": loaded,
+        "throughput": throughput,
+        "bars": BARS,
+        "node_exit": {"code": exit_code, "seconds": round(exit_s, 3)},
+    }
+    result["met"] = judge(result)
+    print_table(result)
+    log.info(f"benchmark: world_model exited {exit_code} in {exit_s:.2f} s after SIGINT")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    log.info(f"benchmark: wrote {args.out}")
+    if exit_code != 0:
+        log.error(f"benchmark: world_model's output:\n{world.log_tail()}")
+    ok_rollouts = all("error" not in r for r in throughput)
+    return 0 if live["predictions"] and ok_rollouts and exit_code == 0 else 1
 
 
 def _float(text: Any) -> float | None:
@@ -323,22 +307,15 @@ def main(argv: list[str] | None = None) -> int:
         args.clients = min(args.clients, 2)
     args.candidates = [int(n) for n in args.candidates.split(",")]
     setup_logging()
-    try:
+
+    def body(signals: Any) -> int:
         checkpoint = resolve_checkpoint(args.robot, args.checkpoint)
         robot = load_robot_config(args.robot)
         recording = Recording.load(args.bag, robot)
         args.base = recording.mean_command()
-    except (DemoError, ValueError) as e:
-        log.error(f"benchmark: error: {e}")
-        return 1
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # the child inherits it
-    signals = spin.StopSignals().install()
-    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
-    try:
         return run(args, robot, checkpoint, recording, signals)
-    finally:
-        spin.shutdown()
+
+    return ros_tool("benchmark", body)
 
 
 if __name__ == "__main__":

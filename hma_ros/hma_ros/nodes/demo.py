@@ -46,6 +46,7 @@ from hma_ros.nodes import spin
 from hma_ros.nodes.bag_replay import DEFAULT_BAG, resolve_bag
 from hma_ros.nodes.client import WorldModelClient
 from hma_ros.nodes.convert import image_to_numpy, joint_positions, stamp_to_sec
+from hma_ros.nodes.feed import ToolError
 from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.image import fit_image
 from hma_ros.runtime.robot_config import RobotConfig, RobotConfigError, load_robot_config
@@ -61,7 +62,7 @@ PSNR_CAP = 100.0  # dB: identical frames give +inf; capped so means and JSON sta
 STRIP_TICKS = 4  # ticks shown in the PNG
 
 
-class DemoError(RuntimeError):
+class DemoError(ToolError):
     """Something the user must fix (a missing model or recording); the text says what."""
 
 

@@ -3,12 +3,14 @@
 :class:`Recording` holds a recording's camera images and commands with their offsets;
 :class:`Feeder` publishes them on the robot's topics at any rates (zero-order hold on the
 recorded timeline, looped, restamped with the wall clock), plus /joint_states;
-:class:`RolloutLoad` is N clients each calling /hma/rollout as fast as answers come.
+:class:`RolloutLoad` is N clients each calling /hma/rollout as fast as answers come;
+:class:`Session` runs a node process against them; :func:`ros_tool` is a tool's ROS set-up.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from hma_ros.data.rosbag import iter_raw
 from hma_ros.nodes.bag_replay import message_class, resolve_bag
 from hma_ros.nodes.client import WorldModelClient
 from hma_ros.nodes.convert import joint_positions, sec_to_stamp
+from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.robot_config import RobotConfig
 from hma_ros_interfaces.srv import Rollout
 
@@ -198,3 +201,83 @@ def rollout_request(
     request.return_frames = return_frames
     request.candidate_actions = acts.reshape(-1).tolist()
     return request
+
+
+class ToolError(RuntimeError):
+    """Something a load tool cannot go on with; the text says what."""
+
+
+class Session:
+    """A world model node in its own process, driven from this one: a client (spinning on its
+    own executor thread), a :class:`Feeder` and the node process. Entering starts the node,
+    waits until it is active and has discovered the feeder, and starts feeding; leaving stops
+    all of it (the node with SIGINT). :attr:`exit` holds the node's (exit code, seconds)."""
+
+    def __init__(
+        self,
+        name: str,
+        recording: Recording,
+        params: dict[str, Any],
+        log: Any,
+        signals: Any,
+        camera_hz: float = 10.0,
+        command_hz: float | None = None,
+        joint_hz: float = 0.0,
+    ) -> None:
+        self.client = WorldModelClient(name)
+        self.feeder = Feeder(self.client.node, recording, camera_hz, command_hz, joint_hz)
+        self.params, self.log, self.signals = params, log, signals
+        self.world: NodeProcess | None = None
+        self.exit: tuple[int, float] | None = None
+        self._spinner: Any = None
+
+    def __enter__(self) -> Session:
+        from hma_ros.nodes import spin
+
+        self._spinner = spin.ExecutorThread(self.client.node).start()
+        try:
+            self.world = NodeProcess("world_model", self.params, log=self.log)
+            if why := self.client.wait_until_active(self.world.alive, abort=lambda: bool(self.signals)):
+                raise ToolError(f"{why}\n{self.world.log_tail()}")
+            if not spin.wait_until(lambda: self.feeder.subscribers() >= 1, timeout=15.0):
+                raise ToolError("the world model does not subscribe to the robot's topics")
+            self.feeder.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def stop_node(self) -> tuple[int, float]:
+        """Stop feeding, then the node (SIGINT); its (exit code, seconds to exit)."""
+        self.feeder.stop()
+        if self.exit is None and self.world is not None:
+            self.exit = self.world.stop()
+        return self.exit
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop_node()
+        self._spinner.stop()
+        self.client.destroy()
+
+
+def ros_tool(name: str, body: Callable[[Any], int]) -> int:
+    """Run a load tool's ``body(signals)`` in a ROS context of its own: loopback discovery, a
+    random domain unless ROS_DOMAIN_ID is set (the node processes inherit both), SIGINT/SIGTERM
+    recorded in ``signals``; a ToolError or ValueError is one line on stderr and exit 1."""
+    import os
+    import random
+
+    from hma_ros.nodes import spin
+
+    log = logging.getLogger("hma_ros.demo")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
+    signals = spin.StopSignals().install()
+    spin.init([])  # not sys.argv: rcl would read the tool's own arguments as remap rules
+    try:
+        return body(signals)
+    except (ToolError, ValueError) as e:
+        log.error(f"{name}: error: {e}")
+        return 1
+    finally:
+        spin.shutdown()

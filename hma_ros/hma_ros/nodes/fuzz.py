@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,8 +30,8 @@ from hma_ros.nodes import spin
 from hma_ros.nodes.bag_replay import DEFAULT_BAG
 from hma_ros.nodes.client import WorldModelClient
 from hma_ros.nodes.convert import numpy_to_image, sec_to_stamp
-from hma_ros.nodes.demo import DemoError, resolve_checkpoint, setup_logging
-from hma_ros.nodes.feed import Feeder, Recording, rollout_request
+from hma_ros.nodes.demo import resolve_checkpoint, setup_logging
+from hma_ros.nodes.feed import Recording, Session, ToolError, rollout_request, ros_tool
 from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.robot_config import RobotConfig, load_robot_config
 from hma_ros_interfaces.srv import Rollout
@@ -240,27 +238,16 @@ def _header(t: float) -> Any:
     return Header(stamp=sec_to_stamp(t), frame_id="camera")
 
 
-def fuzz(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) -> dict[str, Any]:
+def fuzz(args: argparse.Namespace, checkpoint: Path, signals: Any) -> dict[str, Any]:
     robot = load_robot_config(args.robot)
     recording = Recording.load(args.bag, robot)
-    client = WorldModelClient("hma_fuzz")
-    feeder = Feeder(client.node, recording, camera_hz=10.0, joint_hz=0)
-    fuzzer = Fuzzer(client, robot, recording.mean_command(), args)
-    spinner = spin.ExecutorThread(client.node).start()
-    world = NodeProcess(
-        "world_model",
-        {"robot": args.robot, "checkpoint": checkpoint, "autostart": True, "horizon": 2},
-        log=args.out.with_suffix(".world_model.log"),
-    )
+    params = {"robot": args.robot, "checkpoint": checkpoint, "autostart": True, "horizon": 2}
     classes: dict[str, Any] = {}
-    try:
-        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
-            raise DemoError(f"{why}\n{world.log_tail()}")
-        if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
-            raise DemoError("the world model does not subscribe to the robot's topics")
-        feeder.start()
+    with Session("hma_fuzz", recording, params, args.out.with_suffix(".world_model.log"), signals) as session:
+        client, world = session.client, session.world
+        fuzzer = Fuzzer(client, robot, recording.mean_command(), args)
         if not spin.wait_until(lambda: bool(client.predictions), timeout=30.0):
-            raise DemoError(f"no live prediction before fuzzing:\n{world.log_tail()}")
+            raise ToolError(f"no live prediction before fuzzing:\n{world.log_tail()}")
         groups = [(fuzzer.run_rollouts, fuzzer.rollout_classes()), (fuzzer.run_topics, fuzzer.topic_classes())]
         for runner, table in groups:
             for name, variants in table.items():
@@ -278,15 +265,9 @@ def fuzz(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) 
                     f"fuzz: {name}: {row['sent']} sent, {row['hangs']} hangs, "
                     + ("CRASHED" if row["crashed"] else "node fine")
                 )
-        feeder.stop()
+        session.feeder.stop()
         diag = client.fresh_diagnostics()
-        code, exit_s = world.stop()
-    finally:
-        feeder.stop()
-        if world.alive():
-            world.stop()
-        spinner.stop()
-        client.destroy()
+        code, exit_s = session.stop_node()
     return {
         "classes": classes,
         "crashes": sum(r["crashed"] for r in classes.values()),
@@ -324,28 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/fuzz.json"))
     args = parser.parse_args(argv)
     setup_logging()
-    try:
-        checkpoint = resolve_checkpoint(args.robot, args.checkpoint)
-    except DemoError as e:
-        log.error(f"fuzz: error: {e}")
-        return 1
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
-    signals = spin.StopSignals().install()
-    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
-    try:
-        result = fuzz(args, checkpoint, signals)
-    except (DemoError, ValueError) as e:
-        log.error(f"fuzz: error: {e}")
-        return 1
-    finally:
-        spin.shutdown()
-    print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    log.info(f"fuzz: wrote {args.out}")
-    ok = not result["crashes"] and not result["hangs"] and result["node_exit"]["code"] == 0
-    return 0 if ok else 1
+
+    def body(signals: Any) -> int:
+        result = fuzz(args, resolve_checkpoint(args.robot, args.checkpoint), signals)
+        print_table(result)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        log.info(f"fuzz: wrote {args.out}")
+        return 0 if not result["crashes"] and not result["hangs"] and result["node_exit"]["code"] == 0 else 1
+
+    return ros_tool("fuzz", body)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hma_ros.nodes import spin
 from hma_ros.nodes.bag_replay import DEFAULT_BAG
 from hma_ros.nodes.client import WorldModelClient
-from hma_ros.nodes.demo import DemoError, rate_hz, resolve_checkpoint, setup_logging
-from hma_ros.nodes.feed import Feeder, Recording, RolloutLoad, rollout_request
+from hma_ros.nodes.demo import rate_hz, resolve_checkpoint, setup_logging
+from hma_ros.nodes.feed import Recording, RolloutLoad, Session, rollout_request, ros_tool
 from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.robot_config import load_robot_config
 
@@ -42,26 +39,24 @@ log = logging.getLogger("hma_ros.demo")  # the demo's stdout/stderr handlers
 BARS = {"rate_hz_min": 1.9, "rss_growth_mb_max": 50.0}
 
 
-def soak(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) -> dict[str, Any]:
+def soak(args: argparse.Namespace, checkpoint: Path, signals: Any) -> dict[str, Any]:
     robot = load_robot_config(args.robot)
     recording = Recording.load(args.bag, robot)
     base = recording.mean_command()
-    client = WorldModelClient("hma_soak")
-    feeder = Feeder(client.node, recording, camera_hz=args.camera_hz, command_hz=args.joints_hz, joint_hz=0)
-    spinner = spin.ExecutorThread(client.node).start()
-    world = NodeProcess(
-        "world_model",
-        {"robot": args.robot, "checkpoint": checkpoint, "autostart": True, "rollout_queue_size": 64},
-        log=args.out.with_suffix(".world_model.log"),
+    params = {"robot": args.robot, "checkpoint": checkpoint, "autostart": True, "rollout_queue_size": 64}
+    session = Session(
+        "hma_soak",
+        recording,
+        params,
+        args.out.with_suffix(".world_model.log"),
+        signals,
+        camera_hz=args.camera_hz,
+        command_hz=args.joints_hz,
     )
-    load = RolloutLoad(client, args.clients, lambda rng: rollout_request(robot, base, 8, 4, rng))
     samples: list[dict[str, Any]] = []
-    try:
-        if why := client.wait_until_active(world.alive, abort=lambda: bool(signals)):
-            raise DemoError(f"{why}\n{world.log_tail()}")
-        if not spin.wait_until(lambda: feeder.subscribers() >= 1, timeout=15.0):
-            raise DemoError("the world model does not subscribe to the robot's topics")
-        feeder.start()
+    with session:
+        client, world = session.client, session.world
+        load = RolloutLoad(client, args.clients, lambda rng: rollout_request(robot, base, 8, 4, rng))
         load.start()
         t0 = time.monotonic()
         log.info(
@@ -69,37 +64,32 @@ def soak(args: argparse.Namespace, checkpoint: Path, signals: spin.StopSignals) 
             f"{args.clients} rollout clients (N=8, H=4); node pid {world.pid}"
         )
         next_report = t0
-        while (elapsed := time.monotonic() - t0) < args.minutes * 60 and not signals and world.alive():
-            samples.append(
-                {
-                    "t": round(elapsed, 1),
-                    "wall": time.time(),
-                    "rss_mb": world.rss_mb(),
-                    "cpu_s": world.cpu_seconds(),
-                    "predictions": len(client.predictions),
-                    "answers": len(load.answers),
-                }
-            )
-            if time.monotonic() >= next_report:
-                s = samples[-1]
-                log.info(
-                    f"soak: {elapsed:5.0f} s: RSS {s['rss_mb']:.0f} MB, {s['predictions']} predictions, "
-                    f"{s['answers']} rollout answers"
+        try:
+            while (elapsed := time.monotonic() - t0) < args.minutes * 60 and not signals and world.alive():
+                samples.append(
+                    {
+                        "t": round(elapsed, 1),
+                        "wall": time.time(),
+                        "rss_mb": world.rss_mb(),
+                        "cpu_s": world.cpu_seconds(),
+                        "predictions": len(client.predictions),
+                        "answers": len(load.answers),
+                    }
                 )
-                next_report += args.report
-            time.sleep(args.sample)
+                if time.monotonic() >= next_report:
+                    s = samples[-1]
+                    log.info(
+                        f"soak: {elapsed:5.0f} s: RSS {s['rss_mb']:.0f} MB, {s['predictions']} predictions, "
+                        f"{s['answers']} rollout answers"
+                    )
+                    next_report += args.report
+                time.sleep(args.sample)
+        finally:
+            load.stop()
         alive = world.alive()
-        load.stop()
-        feeder.stop()
+        session.feeder.stop()
         diag = client.fresh_diagnostics()
-        code, exit_s = world.stop()
-    finally:
-        load.stop()
-        feeder.stop()
-        if world.alive():
-            world.stop()
-        spinner.stop()
-        client.destroy()
+        code, exit_s = session.stop_node()
     return summarize(args, samples, client, load, diag, alive, code, exit_s, world)
 
 
@@ -195,27 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup >= args.minutes * 60:
         log.error(f"soak: error: --warmup {args.warmup:g} s leaves nothing of --minutes {args.minutes:g} to judge")
         return 1
-    try:
-        checkpoint = resolve_checkpoint(args.robot, args.checkpoint)
-    except DemoError as e:
-        log.error(f"soak: error: {e}")
-        return 1
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
-    signals = spin.StopSignals().install()
-    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
-    try:
-        result = soak(args, checkpoint, signals)
-    except (DemoError, ValueError) as e:
-        log.error(f"soak: error: {e}")
-        return 1
-    finally:
-        spin.shutdown()
-    print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    log.info(f"soak: wrote {args.out}")
-    return 0 if all(result["met"].values()) else 1
+
+    def body(signals: Any) -> int:
+        result = soak(args, resolve_checkpoint(args.robot, args.checkpoint), signals)
+        print_table(result)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        log.info(f"soak: wrote {args.out}")
+        return 0 if all(result["met"].values()) else 1
+
+    return ros_tool("soak", body)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ a 4-step live tick went from 64 to 155-170 ms on 2 cores (docs/executors.md).
 
 **Threads per kind of work.** Live ticks (batch 1) run on ``live_threads`` intra-op threads
 (default 1), rollouts on ``rollout_threads`` (default: every core). Two OpenMP threads on two
-cores gain 25% for a batch of one, but beside any other busy process their barrier waits turn
-into scheduler waits: a tick took 1.4 to 6.7 s beside two CPU hogs at 2 threads, 0.1 s at 1.
+cores gain 25% for a batch of one with libgomp's default spin count, but beside any other busy
+process their barrier waits turn into scheduler waits: a tick took 1.4 to 6.7 s beside two CPU
+hogs at 2 threads, 0.1 s at 1. With the nodes' shorter spin count (hma_ros/nodes/__init__.py)
+two threads gain nothing for a tick (p50 camera->prediction 87-90 against 84-88 ms).
 Batched rollouts gain 1.5 to 1.8x from the second thread, so they keep it, and a tick between
 two frames of a rollout uses the rollout threads too.
 """
