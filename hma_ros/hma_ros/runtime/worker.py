@@ -408,14 +408,9 @@ class ModelWorker:
     def estimate(self, request: RolloutRequest) -> float:
         """Estimated model seconds for ``request`` alone: its jobs' frame-steps times its horizon."""
         per_job = self.max_job_candidates()
-        n, jobs = request.num_candidates, 0
-        total = 0.0
-        while n > 0:
-            k = min(n, per_job)
-            total += self.cost.frame_seconds(k)
-            n -= k
-            jobs += 1
-        return total * request.horizon
+        full, rest = divmod(request.num_candidates, per_job)
+        frame = full * self.cost.frame_seconds(per_job) + (self.cost.frame_seconds(rest) if rest else 0.0)
+        return frame * request.horizon
 
     def max_job_candidates(self) -> int:
         """Largest number of candidates whose one predicted frame fits ``step_budget`` (>= 1)."""
