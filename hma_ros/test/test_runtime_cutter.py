@@ -1,6 +1,8 @@
 """StepCutter: live camera frames and raw actions in, 2 Hz steps out (what the node's
 subscriptions do, without ROS or real time)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,52 @@ def test_a_looped_recording_restarts_once_and_ignores_the_old_timelines_straggle
     assert steps
     assert steps[0].action_before is None  # a new context
     np.testing.assert_allclose(np.diff([s.stamp for s in steps]), 0.5, atol=1e-9)
+
+
+@pytest.mark.parametrize("topic", ["camera", "action"])
+@pytest.mark.parametrize("bad_stamp", [T0 + 2.0 - 3600.0, T0 + 1e6])
+def test_one_bad_stamp_on_one_topic_costs_one_context_not_the_stream(topic, bad_stamp):
+    """A single message stamped an hour back or far ahead (a driver glitch, a bad header) while
+    both streams go on at the true time: the context restarts, and the other topic, which never
+    jumped, is taken again as soon as the jumped topic is back on the true clock (it used to be
+    ignored for good, and the node stopped predicting)."""
+    lines = []
+    c = StepCutter(A, HZ, on_time_jump=lines.append)
+    before = stream(c, 2.0)
+    if topic == "camera":
+        c.add_frame(frame(7), bad_stamp)
+    else:
+        c.add_action(np.zeros(A, np.float32), bad_stamp)
+    after = stream(c, 3.0, t0=T0 + 2.0)
+    assert before
+    assert c.stats.time_resets == 1, lines
+    assert len(after) >= 5, (c.stats, lines)
+    assert [s.action_before is None for s in after].count(True) == 1  # one new context, then steps
+    assert after[-1].action_before is not None
+    assert after[-1].stamp >= T0 + 4.5  # still cutting at the end
+
+
+def test_a_burst_of_stamps_jumping_back_and_forth_ends_in_a_working_stream():
+    """What the fuzzer sends: both topics get stamps of zero, 1 s and an hour old, 1e6 s ahead,
+    then twenty camera stamps alternating 5 s back and ahead, interleaved with the true streams."""
+    c = StepCutter(A, HZ)
+    stream(c, 2.0)
+    now = T0 + 2.0
+
+    def offer(add, value, t):  # as the node does: a refused message is counted and dropped
+        with contextlib.suppress(ValueError):
+            add(value, t)
+
+    for t in (now - 1.0, now - 3600.0, now + 1e6):
+        offer(c.add_frame, frame(1), t)
+        offer(c.add_action, np.zeros(A, np.float32), t)
+    for k in range(20):
+        offer(c.add_frame, frame(2), now - 5.0 if k % 2 else now + 5.0)
+        if k % 5 == 0:  # the true streams go on in between
+            offer(c.add_action, np.zeros(A, np.float32), now + k * 0.01)
+    after = stream(c, 3.0, t0=now + 0.25)
+    assert len(after) >= 5, c.stats
+    assert all(s.action_before is not None for s in after[-4:])  # one context, growing
 
 
 def test_a_camera_gap_starts_a_new_context():

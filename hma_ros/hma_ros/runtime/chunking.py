@@ -239,9 +239,11 @@ class StepCutter:
     reset sim clock) restarts everything: the next step carries no action, so the runner starts
     a new context instead of mixing two timelines. Each topic is compared with itself only: one
     stream lagging the other is not a jump. The other topic's messages of the previous timeline
-    still in flight (a reliable command queue drains after the camera looped) are ignored until
-    that topic jumps back too, so one loop is one reset. A camera gap of more than 1.5 step
-    periods also starts a new context.
+    still in flight (a reliable command queue drains after the camera looped) are ignored while
+    they lie more than ``time_jump`` ahead of the topic that jumped, so one loop is one reset;
+    that topic rejoins as soon as it is back within ``time_jump`` of the new timeline (it looped
+    too, or the jump was one bad stamp and the jumped topic is back on the old clock). A camera
+    gap of more than 1.5 step periods also starts a new context.
 
     Not thread-safe: one caller (the node's executor thread) feeds it.
 
@@ -280,7 +282,8 @@ class StepCutter:
         self.stats = CutterStats()
         self._last_cut: float | None = None  # stamp of the newest step cut
         self._newest: dict[str, float] = {}  # per topic: streams may lag each other
-        self._before_reset: dict[str, float] = {}  # per topic: newest stamp of the previous timeline
+        self._jumped: str | None = None  # the topic whose jump back started the current timeline
+        self._rejoining: set[str] = set()  # topics not yet seen on the current timeline
 
     @property
     def last_step_stamp(self) -> float | None:
@@ -307,24 +310,24 @@ class StepCutter:
         self.assembler.reset()
         self._last_cut = None
         self._newest.clear()
-        self._before_reset.clear()
+        self._jumped, self._rejoining = None, set()
 
     def _previous_timeline(self, topic: str, stamp: float) -> bool:
         """Restart on a time jump back; True for a late message of the timeline before the last
         restart (to be ignored)."""
         if not math.isfinite(stamp):
             return False  # the assembler refuses it with the reason
-        before = self._before_reset.get(topic)
-        if before is not None:
-            if stamp >= before - self.time_jump:
+        if topic in self._rejoining:
+            current = self._newest.get(self._jumped)
+            if current is not None and stamp > current + self.time_jump:
                 self.stats.stale_after_reset += 1
                 return True
-            del self._before_reset[topic]  # this topic has jumped back too: the new timeline
+            self._rejoining.discard(topic)  # within reach of the new timeline: it has joined
         newest = self._newest.get(topic)
         if newest is not None and stamp < newest - self.time_jump:
-            previous = {t: s for t, s in self._newest.items() if t != topic}
+            others = {t for t in self._newest if t != topic}
             self.reset()
-            self._before_reset = previous
+            self._jumped, self._rejoining = topic, others
             self.stats.time_resets += 1
             if self.on_time_jump is not None:
                 self.on_time_jump(
