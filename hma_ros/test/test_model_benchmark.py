@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hma_ros.model import benchmark
 from hma_ros.model.hma import HMA
@@ -72,3 +74,29 @@ def test_compiled_trunk_is_the_same_model():
     for x, y in zip(outs[0][1:], outs[1][1:], strict=True):
         assert torch.equal(x, y)
     assert torch.allclose(outs[0][0].k, outs[1][0].k, atol=1e-6)
+
+
+def test_attention_is_counted_on_the_cpu():
+    """torch's FlopCounterMode has no formula for the CPU flash-attention kernel: the benchmark
+    registers one (Q K^T and A V, 2 FLOPs per multiply-add), with and without a mask."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, s, 8, generator=g) for s in (16, 24, 24))  # the kernel wants one head dim
+    mask = torch.rand(16, 24, generator=g) > 0.3
+    expected = 2 * 2 * 4 * 16 * 24 * (8 + 8)
+    for kwargs in ({}, {"attn_mask": mask}):
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # the CPU flash kernel, as the model's frames use
+            flops = benchmark.count_flops(lambda kw=kwargs: F.scaled_dot_product_attention(q, k, v, **kw))
+        assert flops == expected
+
+
+def test_model_flops_equal_those_of_the_math_attention_kernel():
+    """Counted through the fused kernel (the registered formula) or through the math kernel
+    (plain matrix products, which torch counts itself), a frame costs the same FLOPs."""
+    torch.manual_seed(0)
+    model = HMA(make_config("hma_tiny", [benchmark.EMBODIMENT])).eval()
+    for cached in (True, False):
+        run = benchmark.frame_fn(model, 2, 4, cached, 2, torch.device("cpu"))
+        fused = benchmark.count_flops(run)
+        with sdpa_kernel([SDPBackend.MATH]):
+            math = benchmark.count_flops(run)
+        assert fused == math > 0
