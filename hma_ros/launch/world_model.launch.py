@@ -2,6 +2,7 @@
 
     ros2 launch hma_ros world_model.launch.py robot:=franka
     ros2 launch hma_ros world_model.launch.py robot:=ur5e checkpoint:=/path/to/ckpt backend:=onnxruntime
+    ros2 launch hma_ros world_model.launch.py robot:=franka device:=cuda
 
 The node is a lifecycle node; with autostart:=true (default) it configures and activates
 itself, otherwise drive it with `ros2 lifecycle set /world_model configure|activate`.
@@ -32,6 +33,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "backend", default_value="torch", description="inference backend: torch, onnxruntime or tensorrt"
         ),
+        DeclareLaunchArgument("device", default_value="cpu", description="where the model runs: cpu, cuda or cuda:N"),
         DeclareLaunchArgument(
             "autostart", default_value="true", description="configure and activate the lifecycle node at start"
         ),
@@ -48,6 +50,7 @@ def generate_launch_description() -> LaunchDescription:
                 "robot": LaunchConfiguration("robot"),
                 "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
                 "backend": LaunchConfiguration("backend"),
+                "device": LaunchConfiguration("device"),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
                 "autostart": ParameterValue(LaunchConfiguration("autostart"), value_type=bool),
             },

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("hma_ros_interfaces.msg")
@@ -124,7 +125,8 @@ class StandInRunner:
         self.resets += 1
 
 
-def stand_in_loader(checkpoint, robot, backend):
+def stand_in_loader(checkpoint, robot, backend, device="cpu"):
+    assert device == "cpu"
     return StandInRunner.from_checkpoint(checkpoint, robot, backend)
 
 
@@ -186,6 +188,24 @@ def test_configure_fails_cleanly_and_recovers(ros_context, stand_in, checkpoint,
     assert node.runner is None
     assert node.trigger_configure() == SUCCESS  # configurable again after cleanup
     assert node.trigger_shutdown() == SUCCESS
+    node.destroy_node()
+
+
+@pytest.mark.parametrize(
+    ("device", "reason"),
+    [("gpu", "device 'gpu' is not one of cpu, cuda, cuda:N"), ("cuda:0", "needs a CUDA GPU visible to torch")],
+)
+def test_a_device_this_machine_lacks_fails_configure_with_the_reason(ros_context, stand_in, checkpoint, device, reason):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    node = make_node(ros_context, checkpoint=str(checkpoint), device=device)
+    assert node.trigger_configure() == FAILURE
+    assert reason in node.config_error
+    assert reason in node.diagnostics().message
+    assert "(settable while unconfigured" in node.describe_parameter("device").description
+    assert node.set_parameters([Parameter("device", value="cpu")])[0].successful
+    assert node.trigger_configure() == SUCCESS  # the same process, configured once told the truth
+    node.trigger_shutdown()
     node.destroy_node()
 
 

@@ -3,10 +3,12 @@ prediction, rollouts, goal costs and the refusal of bad input."""
 
 import numpy as np
 import pytest
+import torch
 from tiny_models import tiny_fsq, tiny_model
 
 from hma_ros.model.checkpoint import save_checkpoint
 from hma_ros.model.config import EmbodimentSpec
+from hma_ros.runtime.backends import BackendUnavailableError, resolve_device
 from hma_ros.runtime.runner import WorldModelRunner
 
 ARM = EmbodimentSpec("arm", action_dim=2, control_hz=4.0)  # stride 2 -> step action of 4
@@ -268,3 +270,14 @@ def test_non_finite_model_output_is_never_returned(checkpoint):
         r.predict(1)
     with pytest.raises(NonFiniteOutputError):
         r.rollout(np.zeros((2, 1, 4), np.float32))
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(checkpoint):
+    with pytest.raises(ValueError, match="not one of cpu, cuda, cuda:N"):
+        resolve_device("gpu")
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(BackendUnavailableError, match="CUDA GPU"):
+        resolve_device("cuda:99")  # none here, or not that many
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="needs a CUDA GPU visible to torch"):
+            WorldModelRunner.from_checkpoint(checkpoint, "arm", backend_options={"device": "cuda"})

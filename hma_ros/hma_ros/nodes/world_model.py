@@ -63,14 +63,15 @@ ACTION_QUEUE_S = 3.0  # s of native-rate actions the subscription queue holds (a
 TICK_BUDGET = 0.8 * STEP_PERIOD  # a live tick estimated above this could not keep 2 Hz: refused
 RECENT = 5.0  # s: how long a refused action or a discarded prediction colours /diagnostics
 #: Parameters that choose what configure loads: settable only while unconfigured.
-RELOAD = ("robot", "checkpoint", "backend")
+RELOAD = ("robot", "checkpoint", "backend", "device")
 
 
-def load_runner(checkpoint: Path, robot: RobotConfig, backend: str) -> Runner:
+def load_runner(checkpoint: Path, robot: RobotConfig, backend: str, device: str = "cpu") -> Runner:
     """Build the runtime core. One place, so tests can substitute a stand-in."""
     from hma_ros.runtime.runner import WorldModelRunner
 
-    return WorldModelRunner.from_checkpoint(checkpoint, robot, backend=backend)
+    options = {"device": device} if device != "cpu" else None
+    return WorldModelRunner.from_checkpoint(checkpoint, robot, backend=backend, backend_options=options)
 
 
 @dataclass
@@ -132,6 +133,7 @@ class WorldModelNode(LifecycleNode):
         p("robot", "franka", "robot config name (config/robots/<robot>.yaml) or a YAML path" + reload)
         p("checkpoint", "", "checkpoint folder; empty = the robot config's model.checkpoint" + reload)
         p("backend", "torch", f"inference backend, one of {', '.join(BACKENDS)}" + reload)
+        p("device", "cpu", "where the model runs: cpu, cuda or cuda:N (tensorrt: always a GPU)" + reload)
         p("autostart", False, "configure and activate at startup (without a lifecycle manager)", True)
         p(
             "executor",
@@ -253,14 +255,14 @@ class WorldModelNode(LifecycleNode):
         robot, worker = self.robot, self.worker
         self.get_logger().info(
             f"configured: robot {robot.robot} (embodiment {robot.embodiment}, {robot.action_dim} action dims at "
-            f"{robot.control_hz:g} Hz), model {self.model_id} on {self._param('backend')} in "
+            f"{robot.control_hz:g} Hz), model {self.model_id} on {self._param('backend')}/{self._param('device')} in "
             f"{time.perf_counter() - t0:.2f} s; {worker.live_frame_seconds * 1e3:.0f} ms per live frame, "
             f"rollout jobs of up to {worker.max_job_candidates()} candidates"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
-        backend = self._param("backend")
+        backend, device = self._param("backend"), self._param("device")
         if backend not in BACKENDS:
             raise ConfigureError(f"backend {backend!r} is not one of {list(BACKENDS)}")
         try:
@@ -273,8 +275,14 @@ class WorldModelNode(LifecycleNode):
             raise ConfigureError(f"checkpoint folder {checkpoint} does not exist")
 
         def load() -> Runner:  # in the worker thread: all torch work happens there
+            from hma_ros.runtime.backends import resolve_device
+
             try:
-                return load_runner(checkpoint, robot, backend)
+                resolve_device(device)
+            except ValueError as e:  # BackendUnavailableError included: no such GPU here
+                raise ConfigureError(str(e)) from None
+            try:
+                return load_runner(checkpoint, robot, backend, device)
             except Exception as e:  # noqa: BLE001 - a corrupt checkpoint can fail in many ways; report it once
                 raise ConfigureError(f"cannot load checkpoint {checkpoint}: {type(e).__name__}: {e}") from None
 

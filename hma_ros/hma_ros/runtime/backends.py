@@ -352,6 +352,28 @@ def _checked_meta(export_dir, model: HMA, embodiment: str) -> dict:
     return meta
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:N") checked against this machine, or a
+    ``BackendUnavailableError`` (no such GPU) / ``ValueError`` (not a device) saying why."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not one of cpu, cuda, cuda:N ({e})") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"device {device!r} is not one of cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"device {device!r} needs a CUDA GPU visible to torch, and there is none "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use device 'cpu'"
+        )
+    count = torch.cuda.device_count()
+    if (dev.index or 0) >= count:
+        raise BackendUnavailableError(f"device {device!r}: torch sees {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    return dev
+
+
 # ---------------------------------------------------------------------------------------
 # TensorRT
 # ---------------------------------------------------------------------------------------
@@ -508,7 +530,7 @@ def create_backend(
         import_tensorrt()  # fail before exporting anything
         device = device or "cuda"
     if device is not None:
-        model = model.to(device)
+        model = model.to(resolve_device(device))
     if name == "torch":
         if options.pop("compile", False):
             return CompiledTorchBackend(model, embodiment, **options)
