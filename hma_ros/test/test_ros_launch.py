@@ -16,7 +16,7 @@ from hma_ros.paths import share_dir
 LAUNCH = share_dir() / "launch"
 PACKAGE = share_dir()
 EXPECTED = {
-    "world_model.launch.py": {"robot", "checkpoint", "params_file", "use_sim_time", "backend", "autostart"},
+    "world_model.launch.py": {"robot", "checkpoint", "params_file", "use_sim_time", "backend", "device", "autostart"},
     "demo.launch.py": {"robot", "bag", "rate", "loop", "checkpoint", "backend"},
 }
 
