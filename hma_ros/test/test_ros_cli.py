@@ -63,6 +63,14 @@ def ros2_until(*args, pattern, count, timeout=60.0):
     return found
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_daemon_left_behind():
+    """`ros2 topic/service/param/lifecycle` start a ros2 daemon for the run's domain that
+    outlives the tests (one per run, ~90 MB each on a developer's machine): stop it."""
+    yield
+    ros2("daemon", "stop", check=False, timeout=30.0)
+
+
 def stop(proc, sig=signal.SIGINT, timeout=15.0, group=False):
     """Signal ``proc`` (its whole process group, as Ctrl-C in a terminal does, with ``group``);
     (exit code, output). Kills the group if it does not end: an orphan holding the pipe would
