@@ -205,7 +205,7 @@ class WorldModelNode(LifecycleNode):
             if param.name in ("horizon", "num_steps") and self.worker is not None:
                 horizon = param.value if param.name == "horizon" else self.worker.horizon
                 steps = param.value if param.name == "num_steps" else self.worker.num_steps
-                tick = self._tick_estimate(horizon, steps)
+                tick = self.worker.tick_estimate(horizon, steps)
                 if tick > TICK_BUDGET:
                     return SetParametersResult(
                         successful=False,
@@ -229,11 +229,6 @@ class WorldModelNode(LifecycleNode):
                 self.cutter.max_action_wait = float(param.value)
             elif param.name == "action_range_factor" and self.runner is not None:
                 self.bounds = self._bounds(self.runner)
-
-    def _tick_estimate(self, horizon: int, num_steps: int) -> float:
-        """Model seconds of one live tick: one observed frame plus ``horizon`` predicted ones
-        (the worker measures a frame at 2 decoding passes)."""
-        return self.worker.live_frame_seconds * (1 + horizon * max(num_steps, 2) / 2)
 
     def _bounds(self, runner: Runner) -> ActionBounds:
         spec = runner.spec
@@ -307,7 +302,7 @@ class WorldModelNode(LifecycleNode):
         self.model_id = str(getattr(runner, "model_id", "") or checkpoint.name)
         self.bounds = self._bounds(runner)
         self.worker = worker
-        tick = self._tick_estimate(worker.horizon, worker.num_steps)
+        tick = worker.tick_estimate(worker.horizon, worker.num_steps)
         if tick > TICK_BUDGET:
             self.get_logger().warning(
                 f"a live tick of horizon {worker.horizon} is estimated at {tick:.2f} s: predictions will fall "

@@ -216,6 +216,12 @@ class _Job:
     model_seconds: float = 0.0
 
 
+def tick_frames(horizon: int, num_steps: int) -> float:
+    """A live tick's work in frames of 2 decoding passes: the observed frame, then ``horizon``
+    predicted frames of ``num_steps`` passes each (at least 2: the fused commit-and-decode)."""
+    return 1 + horizon * max(num_steps, 2) / 2
+
+
 class ModelWorker:
     """The thread that owns ``runner``; see the module docstring.
 
@@ -440,6 +446,10 @@ class ModelWorker:
                 "ask for fewer candidates or a shorter horizon, or split the request"
             )
 
+    def tick_estimate(self, horizon: int, num_steps: int) -> float:
+        """Estimated model seconds of one live tick on the live threads."""
+        return self.live_frame_seconds * tick_frames(horizon, num_steps)
+
     def _set_threads(self, n: int) -> None:
         """Intra-op threads of the model from now on (this thread only: the setting is per caller)."""
         if n != self._threads_now:
@@ -554,7 +564,7 @@ class ModelWorker:
             self._add_busy(time.perf_counter() - t0)
         seconds = time.perf_counter() - t0
         if not self._active:  # what a tick costs on the live threads alone
-            frames = 1 + horizon * max(self.num_steps, 2) / 2  # the observed frame, then 2-pass predicted frames
+            frames = tick_frames(horizon, self.num_steps)
             self.live_frame_seconds = 0.8 * self.live_frame_seconds + 0.2 * seconds / frames
         with self._cond:
             self.stats.predictions += 1
