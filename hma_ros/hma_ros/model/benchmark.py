@@ -53,9 +53,10 @@ def parameter_counts(model: HMA) -> dict[str, int]:
     return {"total": total, "trunk": total - per_emb, "per_embodiment": per_emb}
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA), so a wall-clock timing covers it."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def frame_fn(model: HMA, batch: int, context: int, cached: bool, num_steps: int, device: torch.device):
@@ -145,10 +146,10 @@ def measure_pair(cached, full, device: torch.device, rounds: int, reps: int, war
             for key, run in runs.items():
                 w, c = [], []
                 for _ in range(reps):
-                    _sync(device)
+                    synchronize(device)
                     t0, c0 = time.perf_counter(), time.process_time()
                     run()
-                    _sync(device)
+                    synchronize(device)
                     w.append(time.perf_counter() - t0)
                     c.append(time.process_time() - c0)
                 walls[key].append(statistics.median(w))

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hma_ros.runtime.backends import BACKENDS
+from hma_ros.model.benchmark import synchronize
+from hma_ros.runtime.backends import BACKENDS, BackendUnavailableError, resolve_device
 from hma_ros.runtime.robot_config import load_robot_config
 from hma_ros.runtime.runner import WorldModelRunner
 
@@ -58,20 +59,15 @@ def observe_scene(runner: WorldModelRunner, num_frames: int, seed: int = 0) -> N
         runner.observe(frame, action, stamp=0.5 * t)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device: torch.device, repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -113,9 +109,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=Path("out/throughput.json"))
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: no CUDA GPU is visible to torch (torch {torch.__version__})")
+    try:
+        device = resolve_device(args.device)
+    except BackendUnavailableError as e:
+        ap.error(f"--device {args.device}: no CUDA GPU to run on: {e}")
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(args.threads)
     robot = load_robot_config(args.robot)
     checkpoint = args.checkpoint or robot.checkpoint_path()
