@@ -28,8 +28,6 @@ import bisect
 import contextlib
 import json
 import logging
-import os
-import random
 import sys
 import threading
 import time
@@ -46,7 +44,7 @@ from hma_ros.nodes import spin
 from hma_ros.nodes.bag_replay import DEFAULT_BAG, resolve_bag
 from hma_ros.nodes.client import WorldModelClient
 from hma_ros.nodes.convert import image_to_numpy, joint_positions, stamp_to_sec
-from hma_ros.nodes.feed import ToolError
+from hma_ros.nodes.feed import ToolError, tool_context
 from hma_ros.nodes.processes import NodeProcess
 from hma_ros.runtime.image import fit_image
 from hma_ros.runtime.robot_config import RobotConfig, RobotConfigError, load_robot_config
@@ -480,17 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(1) from None
     log.info(f"demo: robot {args.robot}, model {checkpoint}")
 
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read by rclpy.init (and the children)
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # no other graph on this machine
-    signals = spin.StopSignals().install()
-    spin.init([])  # not sys.argv: rcl would read this tool's own arguments as remap rules
-    try:
-        summary, ticks = run(args, checkpoint, signals)
-    except DemoError as e:
-        log.error(f"demo: error: {e}")
-        raise SystemExit(1) from None
-    finally:
-        spin.shutdown()
+    with tool_context() as signals:
+        try:
+            summary, ticks = run(args, checkpoint, signals)
+        except DemoError as e:
+            log.error(f"demo: error: {e}")
+            raise SystemExit(1) from None
 
     out = args.out
     if ticks:

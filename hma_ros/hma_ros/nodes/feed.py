@@ -10,10 +10,13 @@ recorded timeline, looped, restamped with the wall clock), plus /joint_states;
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
+import os
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 
 from hma_ros.data.rosbag import iter_raw
+from hma_ros.nodes import spin
 from hma_ros.nodes.bag_replay import message_class, resolve_bag
 from hma_ros.nodes.client import WorldModelClient
 from hma_ros.nodes.convert import joint_positions, sec_to_stamp
@@ -232,8 +236,6 @@ class Session:
         self._spinner: Any = None
 
     def __enter__(self) -> Session:
-        from hma_ros.nodes import spin
-
         self._spinner = spin.ExecutorThread(self.client.node).start()
         try:
             self.world = NodeProcess("world_model", self.params, log=self.log)
@@ -260,24 +262,27 @@ class Session:
         self.client.destroy()
 
 
-def ros_tool(name: str, body: Callable[[Any], int]) -> int:
-    """Run a load tool's ``body(signals)`` in a ROS context of its own: loopback discovery, a
-    random domain unless ROS_DOMAIN_ID is set (the node processes inherit both), SIGINT/SIGTERM
-    recorded in ``signals``; a ToolError or ValueError is one line on stderr and exit 1."""
-    import os
-    import random
-
-    from hma_ros.nodes import spin
-
-    log = logging.getLogger("hma_ros.demo")
+@contextlib.contextmanager
+def tool_context() -> Iterator[spin.StopSignals]:
+    """A tool's ROS context of its own: loopback discovery, a random domain unless ROS_DOMAIN_ID
+    is set (the node processes it starts inherit both), SIGINT/SIGTERM recorded in the yielded
+    signals instead of raising; rclpy is shut down on leaving."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
     signals = spin.StopSignals().install()
     spin.init([])  # not sys.argv: rcl would read the tool's own arguments as remap rules
     try:
-        return body(signals)
-    except (ToolError, ValueError) as e:
-        log.error(f"{name}: error: {e}")
-        return 1
+        yield signals
     finally:
         spin.shutdown()
+
+
+def ros_tool(name: str, body: Callable[[Any], int]) -> int:
+    """Run a load tool's ``body(signals)`` in a :func:`tool_context`; a ToolError or ValueError
+    is one line on stderr and exit 1."""
+    with tool_context() as signals:
+        try:
+            return body(signals)
+        except (ToolError, ValueError) as e:
+            logging.getLogger("hma_ros.demo").error(f"{name}: error: {e}")
+            return 1
